@@ -1,0 +1,40 @@
+# distloop: `make run` runs the showcase, `make test` runs lint, types and tests.
+# Both set up everything they need from nothing: a virtualenv, the package, redis-server.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint install redis clean
+
+install: redis
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+# redis-server is needed for the embedded cluster and the integration tests.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (Debian package)"; \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	    status=$$?; rm -f /usr/sbin/policy-rc.d; exit $$status; \
+	  else \
+	    echo "redis-server is missing: install it (sudo apt-get install redis-server) and run make again" >&2; exit 1; \
+	  fi; }
+
+run: install
+	$(BIN)/distloop run tasks.demo:calc_stuff --range 0:2000 --output calc_stuff.jsonl
+
+lint: install
+	$(BIN)/ruff check tasks worker producer tests
+	$(BIN)/ruff format --check tasks worker producer tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

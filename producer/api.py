@@ -1,0 +1,130 @@
+"""The Python entry point: ``run_loop(f, range(...))``."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from producer.assemble import Assembler, JsonLinesSink, ListSink
+from producer.backend import Backend, JobSpec, get_backend
+from producer.dispatch import Progress, run_chunks
+from producer.ranges import count_chunks, split_range
+from producer.sizing import auto_chunk_size, probe_cost
+from tasks import codec
+from tasks.errors import UsageError
+from tasks.kernel import ON_ERROR, REDUCERS, ChunkSpec
+from tasks.resolve import resolve, target_of
+from tasks.settings import Settings
+
+
+@dataclass
+class JobReport:
+    """What a finished job gives back: the result and how it was obtained."""
+
+    job_id: str
+    backend: str
+    items: int
+    chunks: int
+    chunk_size: int
+    wall_s: float
+    result: Any = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    hosts: dict[str, dict[str, int]] = field(default_factory=dict)
+    startup_s: float = 0.0
+
+
+def validate(reduce: str | None, on_error: str) -> None:
+    if reduce is not None and reduce not in REDUCERS:
+        raise UsageError(f"unknown reduce op {reduce!r}; choose from {', '.join(REDUCERS)}")
+    if on_error not in ON_ERROR:
+        raise UsageError(f"unknown --on-error {on_error!r}; choose from {', '.join(ON_ERROR)}")
+
+
+def plan_chunks(
+    items: range | list[Any], chunk_size: int | str, fn: Callable[..., Any], workers: int
+) -> tuple[Iterator[ChunkSpec], int, int]:
+    """The job's chunks (lazy), their count and size; ``"auto"`` sizes from a cost probe."""
+    if chunk_size == "auto":
+        cost = probe_cost(fn, items) if isinstance(items, range) else 0.0
+        size = auto_chunk_size(len(items), cost, workers)
+    else:
+        try:
+            size = int(chunk_size)
+        except ValueError:
+            raise UsageError(f"--chunk-size {chunk_size!r}: expected a positive integer or 'auto'") from None
+        if size < 1:
+            raise UsageError(f"--chunk-size must be at least 1, not {size}")
+    if isinstance(items, range):
+        return split_range(items, size), count_chunks(len(items), size), size
+    return _call_chunks(items, size), count_chunks(len(items), size), size
+
+
+def _call_chunks(values: list[Any], size: int) -> Iterator[ChunkSpec]:
+    for index, offset in enumerate(range(0, len(values), size)):
+        calls = [[codec.encode([v]), {}] for v in values[offset : offset + size]]
+        yield ChunkSpec(index=index, calls=calls)
+
+
+def run_job(
+    f: Callable[..., Any] | str,
+    items: range | Iterable[Any],
+    *,
+    backend: str | Backend = "celery",
+    reduce: str | None = None,
+    chunk_size: int | str = "auto",
+    workers: int | None = None,
+    on_error: str = "raise",
+    settings: Settings | None = None,
+    output: IO[str] | None = None,
+    progress: Progress | None = None,
+    job_id: str | None = None,
+) -> JobReport:
+    """Run ``f`` over ``items`` and report how; see :func:`run_loop`."""
+    validate(reduce, on_error)
+    target = f if isinstance(f, str) else target_of(f)
+    fn = resolve(target)  # preflight in this process: fails fast on a bad target
+    if not isinstance(items, range):
+        items = list(items)
+    sink = JsonLinesSink(output) if output is not None else ListSink()
+    assembler = Assembler(reduce, on_error, sink)
+    job = JobSpec(job_id or uuid.uuid4().hex[:12], target, reduce, on_error)
+    owned = isinstance(backend, str)
+    engine = get_backend(backend, settings, workers) if isinstance(backend, str) else backend
+    try:
+        engine.start((job.target.rpartition(":")[0],))
+        chunks, n_chunks, size = plan_chunks(items, chunk_size, fn, engine.workers)
+        job.meta.update(items=len(items), chunks=n_chunks, chunk_size=size)
+        started = time.perf_counter()
+        run_chunks(engine, job, chunks, assembler, progress=progress)
+        wall = time.perf_counter() - started
+    finally:
+        if owned:
+            engine.close()
+    result = assembler.value if reduce else (sink.values if isinstance(sink, ListSink) else None)
+    return JobReport(
+        job.job_id, engine.name, len(items), n_chunks, size, wall, result,
+        assembler.errors, assembler.hosts, engine.startup_s,
+    )  # fmt: skip
+
+
+def run_loop(
+    f: Callable[..., Any] | str,
+    items: range | Iterable[Any],
+    *,
+    backend: str = "celery",
+    reduce: str | None = None,
+    chunk_size: int | str = "auto",
+    **options: Any,
+) -> Any:
+    """``[f(i) for i in items]`` (or its reduction), run in parallel on ``backend``.
+
+    ``f`` is a module-level function or a ``"module:function"`` name. Results
+    come back in loop order; with ``reduce`` ("sum", "min", "max", "count") the
+    workers reduce and one value comes back. The first failing item raises
+    :class:`~tasks.errors.ChunkFailed` with the worker's traceback as its cause.
+    Other options: ``workers``, ``on_error``, ``settings``, ``progress``.
+    """
+    return run_job(f, items, backend=backend, reduce=reduce, chunk_size=chunk_size, **options).result

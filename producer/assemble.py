@@ -1,0 +1,110 @@
+"""Putting chunk results back in loop order: one result per chunk index."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import IO, Any
+
+from tasks import codec
+from tasks.errors import BrokerUnavailable, ChunkFailed, RemoteTraceback, TargetError, TargetNotAllowed
+from tasks.kernel import ChunkResult, combine
+
+Sink = Callable[[Any], None]
+
+
+class Assembler:
+    """Receives chunk results in any order, keeps the first per index, emits in order.
+
+    With a reduce op it folds partial values in chunk order (so float sums are
+    the same on every backend); otherwise it hands each decoded item to ``sink``.
+    Out-of-order results wait in a buffer bounded by the dispatcher's window.
+    """
+
+    def __init__(self, reduce: str | None, on_error: str, sink: Sink | None = None) -> None:
+        self.reduce = reduce
+        self.on_error = on_error
+        self.sink = sink
+        self.value: Any = None
+        self.errors: list[dict[str, Any]] = []
+        self.hosts: dict[str, dict[str, int]] = {}
+        self.items = 0
+        self.chunks = 0
+        self.seen: set[int] = set()
+        self._next = 0
+        self._buffer: dict[int, ChunkResult] = {}
+
+    def add(self, result: ChunkResult) -> bool:
+        """Take one chunk's result; False if that index already had one."""
+        if result.index in self.seen:
+            return False
+        if result.fatal:
+            raise fatal_error(result.fatal)
+        self.seen.add(result.index)
+        self.chunks += 1
+        self.items += result.items
+        if result.host:
+            host = self.hosts.setdefault(result.host, {"chunks": 0, "items": 0})
+            host["chunks"] += 1
+            host["items"] += result.items
+        if result.errors:
+            self.errors.extend(result.errors)
+            if self.on_error == "raise":
+                raise chunk_failed(result.errors[0])
+        self._buffer[result.index] = result
+        while self._next in self._buffer:
+            self._emit(self._buffer.pop(self._next))
+            self._next += 1
+        return True
+
+    def _emit(self, result: ChunkResult) -> None:
+        if self.reduce:
+            self.value = combine(self.reduce, self.value, codec.decode(result.partial))
+        elif self.sink is not None:
+            for value in result.values or ():
+                self.sink(codec.decode(value))
+
+
+def chunk_failed(error: dict[str, Any]) -> ChunkFailed:
+    """The error for a failed item, with the remote traceback as its cause."""
+    if error.get("type") == "NotJSONable":
+        exc = ChunkFailed(error["index"], "TypeError", f"result of f({error['index']}): {error['message']}")
+    else:
+        exc = ChunkFailed(error["index"], error["type"], error["message"], error.get("traceback", ""))
+    if exc.remote_traceback:
+        exc.__cause__ = RemoteTraceback(exc.remote_traceback)
+    return exc
+
+
+def fatal_error(fatal: dict[str, Any]) -> Exception:
+    kind = fatal.get("kind")
+    if kind == "not_allowed":
+        return TargetNotAllowed(fatal["message"])
+    if kind == "target":
+        return TargetError(fatal["message"])
+    if kind == "worker":
+        return BrokerUnavailable(f"a worker process failed: {fatal.get('type')}: {fatal.get('message')}")
+    return ChunkFailed(None, kind or "Error", fatal.get("message", "chunk failed"))
+
+
+class ListSink:
+    """Collects results in a list."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> None:
+        self.values.append(value)
+
+
+class JsonLinesSink:
+    """Writes one JSON value per line, in loop order, as results arrive."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def __call__(self, value: Any) -> None:
+        self.stream.write(json.dumps(value))
+        self.stream.write("\n")
+        self.count += 1

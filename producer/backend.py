@@ -1,0 +1,99 @@
+"""One backend interface; serial, thread, process and celery implement it.
+
+A backend runs chunks of a job and hands back their results as they finish, in
+any order. It knows nothing of ranges, ordering or reduction: that is the
+dispatcher's and the assembler's work, shared by every backend, by
+``run_loop``, the CLI, and the Executor and Pool facades.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar
+
+from tasks.errors import UsageError
+from tasks.kernel import ChunkResult, ChunkSpec
+from tasks.settings import Settings
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What every chunk of a job shares."""
+
+    job_id: str
+    target: str
+    reduce: str | None = None
+    on_error: str = "raise"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """Runs chunks. Use as a context manager, or call :meth:`start` and :meth:`close`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: Settings | None = None, workers: int | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.requested_workers = workers
+        self.startup_s = 0.0
+
+    @property
+    @abstractmethod
+    def workers(self) -> int:
+        """How many chunks can run at once (for sizing and the in-flight window)."""
+
+    def start(self, allow: Sequence[str] = ()) -> None:  # noqa: B027 - optional hook
+        """Get ready to run chunks; ``allow`` names targets the job will run."""
+
+    @abstractmethod
+    def open_job(self, job: JobSpec) -> None:
+        """Prepare for ``job``'s chunks."""
+
+    @abstractmethod
+    def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
+        """Start running ``chunks`` (non-blocking where the backend allows)."""
+
+    @abstractmethod
+    def wait(self, job: JobSpec, timeout: float) -> list[ChunkResult]:
+        """Results finished since the last call; waits up to ``timeout`` for the first."""
+
+    def cancel(self, job: JobSpec) -> None:  # noqa: B027 - optional hook
+        """Drop ``job``'s chunks that have not started."""
+
+    def close_job(self, job: JobSpec) -> None:  # noqa: B027 - optional hook
+        """Release what the job held (its ledger, its queue)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop everything :meth:`start` started."""
+
+    def __enter__(self) -> Backend:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self.close()
+
+
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register(cls: type[Backend]) -> type[Backend]:
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def get_backend(name: str, settings: Settings | None = None, workers: int | None = None) -> Backend:
+    """The backend called ``name``, not yet started."""
+    # Importing the implementations registers them.
+    from producer import celery_backend, local  # noqa: F401
+
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}")
+    try:
+        cls = BACKENDS[name]
+    except KeyError:
+        raise UsageError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}") from None
+    return cls(settings, workers)

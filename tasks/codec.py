@@ -1,0 +1,58 @@
+"""Values on the wire: JSON only, yet tuples stay tuples.
+
+JSON carries None, bools, ints of any size, floats (``repr`` round-trips every
+bit), strings, lists and dicts with string keys. Tuples are tagged so that
+``zip(*pool.map(f, ...))`` sees what a local call returns. Anything else is
+refused with the type's name instead of being pickled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TUPLE = "__tuple__"
+_DICT = "__dict__"
+
+
+class NotJSONable(TypeError):
+    """A value of a type JSON cannot carry faithfully."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+        super().__init__(f"a value of type {type_name} cannot travel as JSON")
+
+
+def encode(value: Any) -> Any:
+    """Return a JSON-ready form of ``value`` that :func:`decode` turns back into it."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int) and type(value) is int:
+        return value
+    if isinstance(value, float) and type(value) is float:
+        return value
+    if type(value) is list:
+        return [encode(v) for v in value]
+    if type(value) is tuple:
+        return {_TUPLE: [encode(v) for v in value]}
+    if type(value) is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise NotJSONable(f"dict with {type(key).__name__} keys")
+            out[key] = encode(item)
+        return {_DICT: out} if (_TUPLE in out or _DICT in out) else out
+    raise NotJSONable(type(value).__name__)
+
+
+def decode(value: Any) -> Any:
+    """Invert :func:`encode`."""
+    if type(value) is list:
+        return [decode(v) for v in value]
+    if type(value) is dict:
+        if len(value) == 1 and _TUPLE in value:
+            return tuple(decode(v) for v in value[_TUPLE])
+        if len(value) == 1 and _DICT in value:
+            return {k: decode(v) for k, v in value[_DICT].items()}
+        return {k: decode(v) for k, v in value.items()}
+    return value
+

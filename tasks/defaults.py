@@ -1,0 +1,58 @@
+"""Every default distloop uses, named once, each with the reason for its value."""
+
+#: Worker-side broker when nothing is configured: the conventional local Redis,
+#: so that ``celery -A tasks worker`` behaves as in Celery's first-steps guide.
+#: The producer never falls back to it: with no broker configured it starts the
+#: embedded cluster instead.
+WORKER_BROKER_URL = "redis://127.0.0.1:6379/0"
+
+#: Modules whose functions every worker may run. The demo workloads are safe.
+ALWAYS_ALLOWED = ("tasks.demo",)
+
+#: Celery queue that carries chunk tasks; a name of our own keeps distloop's
+#: work apart from other Celery apps sharing the same Redis.
+QUEUE = "distloop"
+
+#: Task name shown in Flower and in worker logs.
+CHUNK_TASK = "distloop.chunk"
+
+#: Hard and soft per-chunk time limits (seconds). Automatic chunk sizing aims
+#: for chunks well under a second, so these only catch runaway chunks; they stay
+#: below the visibility timeout so a running chunk is never handed to a second
+#: worker while the first still works on it.
+CHUNK_TIME_LIMIT = 3000.0
+CHUNK_SOFT_TIME_LIMIT = 2940.0
+
+#: Redis redelivers an unacknowledged message after this many seconds. Must be
+#: longer than the longest chunk (the hard time limit).
+VISIBILITY_TIMEOUT = 3600
+
+#: Seconds a finished job's keys stay in Redis (results, ledger) for ``resume``
+#: and ``status``; then Redis drops them by itself.
+RESULT_EXPIRES = 86400
+
+#: Socket timeouts (seconds) on broker and result connections, so that a dead
+#: Redis surfaces as an error instead of a hang.
+SOCKET_TIMEOUT = 10.0
+SOCKET_CONNECT_TIMEOUT = 5.0
+
+#: Seconds between health checks of idle Redis connections.
+HEALTH_CHECK_INTERVAL = 25
+
+#: Automatic chunk sizing: a chunk should run about this long (seconds), so
+#: that the 1-4 ms Celery spends per message stays a few percent of its work.
+TARGET_CHUNK_SECONDS = 0.25
+
+#: ...while there are still at least this many chunks per worker process, to
+#: balance uneven items and show progress.
+MIN_CHUNKS_PER_WORKER = 4
+
+#: How long the producer probes the function's cost before sizing chunks.
+PROBE_SECONDS = 0.05
+PROBE_MAX_ITEMS = 64
+
+#: Seconds to wait for the embedded cluster (redis-server and workers) to be ready.
+STARTUP_TIMEOUT = 30.0
+
+#: Seconds a stopping process gets before it is killed.
+STOP_GRACE_SECONDS = 5.0

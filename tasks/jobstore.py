@@ -1,0 +1,90 @@
+"""The job ledger in Redis: one result per chunk index, kept until the job is collected.
+
+Keys (all expire after ``result_expires``):
+
+- ``distloop:job:<id>``          hash: the job's description (target, plan, state)
+- ``distloop:job:<id>:results``  hash: chunk index -> chunk result (JSON)
+- ``distloop:job:<id>:done``     list: chunk indices in completion order, which the
+  producer pops to stream results without polling each chunk
+
+A chunk delivered twice writes the same field twice: harmless (decision 3).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+PREFIX = "distloop:job:"
+
+
+def _keys(job_id: str) -> tuple[str, str, str]:
+    base = PREFIX + job_id
+    return base, base + ":results", base + ":done"
+
+
+class JobStore:
+    """Reads and writes one Redis's job ledgers."""
+
+    def __init__(self, client: redis.Redis, expires: int) -> None:
+        self.client = client
+        self.expires = expires
+
+    def create(self, job_id: str, meta: dict[str, Any]) -> None:
+        meta_key, _, _ = _keys(job_id)
+        pipe = self.client.pipeline()
+        pipe.hset(meta_key, mapping={k: json.dumps(v) for k, v in meta.items()})
+        pipe.expire(meta_key, self.expires)
+        pipe.execute()
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        meta_key, _, _ = _keys(job_id)
+        self.client.hset(meta_key, mapping={k: json.dumps(v) for k, v in fields.items()})
+
+    def meta(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.client.hgetall(_keys(job_id)[0])
+        if not raw:
+            return None
+        return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.client.exists(_keys(job_id)[0]))
+
+    def put_result(self, job_id: str, index: int, result: dict[str, Any]) -> None:
+        """Record chunk ``index``'s result and announce it (worker side)."""
+        _, results_key, done_key = _keys(job_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(results_key, str(index), json.dumps(result))
+        pipe.rpush(done_key, index)
+        pipe.expire(results_key, self.expires)
+        pipe.expire(done_key, self.expires)
+        pipe.execute()
+
+    def pop_done(self, job_id: str, timeout: float, most: int = 1000) -> list[int]:
+        """Chunk indices finished since the last call; waits up to ``timeout`` for the first."""
+        done_key = _keys(job_id)[2]
+        first = self.client.blpop([done_key], timeout=timeout)
+        if first is None:
+            return []
+        rest = self.client.lpop(done_key, most) or []
+        return [int(first[1])] + [int(x) for x in rest]
+
+    def results(self, job_id: str, indices: list[int]) -> list[dict[str, Any] | None]:
+        raw = self.client.hmget(_keys(job_id)[1], [str(i) for i in indices])
+        return [json.loads(r) if r is not None else None for r in raw]
+
+    def finished_indices(self, job_id: str) -> set[int]:
+        return {int(k) for k in self.client.hkeys(_keys(job_id)[1])}
+
+    def forget_results(self, job_id: str, indices: list[int]) -> None:
+        if indices:
+            self.client.hdel(_keys(job_id)[1], *[str(i) for i in indices])
+
+    def delete(self, job_id: str) -> None:
+        self.client.delete(*_keys(job_id))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

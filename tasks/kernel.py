@@ -1,0 +1,171 @@
+"""The chunk kernel: the one piece of code every backend runs.
+
+A chunk is a range descriptor (``start, stop, step``) or, for the Executor and
+Pool facades, a list of explicit calls. The kernel runs ``f`` on each item,
+encodes results for JSON, applies the reduce op, and records item failures as
+data, so that a failed item never loses the rest of its chunk's work.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks import codec
+from tasks.errors import TargetError, TargetNotAllowed
+from tasks.resolve import resolve
+
+# reduce op -> (combine two partial values, value of one item's result)
+REDUCERS: dict[str, tuple[Callable[[Any, Any], Any], Callable[[Any], Any]]] = {
+    "sum": (lambda a, b: a + b, lambda v: v),
+    "min": (min, lambda v: v),
+    "max": (max, lambda v: v),
+    # count: how many items gave a truthy result (so `--reduce count` counts hits).
+    "count": (lambda a, b: a + b, lambda v: 1 if v else 0),
+}
+
+ON_ERROR = ("raise", "collect")
+
+
+def combine(op: str, acc: Any, value: Any) -> Any:
+    """Fold a partial ``value`` into ``acc`` (``None`` is the empty partial)."""
+    if value is None:
+        return acc
+    if acc is None:
+        return value
+    return REDUCERS[op][0](acc, value)
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """One chunk: its index in the job, and the items it covers."""
+
+    index: int
+    start: int = 0
+    stop: int = 0
+    step: int = 1
+    # Explicit calls [[args, kwargs], ...] (encoded) instead of a range.
+    calls: list[Any] | None = None
+
+    def __len__(self) -> int:
+        if self.calls is not None:
+            return len(self.calls)
+        return len(range(self.start, self.stop, self.step))
+
+    def items(self) -> Iterator[tuple[Any, tuple[Any, ...], dict[str, Any]]]:
+        """Yield ``(loop index, args, kwargs)`` for each item."""
+        if self.calls is None:
+            for i in range(self.start, self.stop, self.step):
+                yield i, (i,), {}
+        else:
+            for n, (args, kwargs) in enumerate(self.calls):
+                yield n, tuple(codec.decode(args)), codec.decode(kwargs)
+
+    def to_wire(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"index": self.index}
+        if self.calls is None:
+            data.update(start=self.start, stop=self.stop, step=self.step)
+        else:
+            data["calls"] = self.calls
+        return data
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ChunkSpec:
+        return cls(
+            index=int(data["index"]),
+            start=int(data.get("start", 0)),
+            stop=int(data.get("stop", 0)),
+            step=int(data.get("step", 1)),
+            calls=data.get("calls"),
+        )
+
+
+@dataclass
+class ChunkResult:
+    """What a chunk gives back: encoded values (or a reduced partial) and item errors."""
+
+    index: int
+    items: int = 0
+    values: list[Any] | None = None  # encoded per-item results, None when reduced
+    partial: Any = None  # encoded reduced value of the good items
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    # Set when the chunk could not run at all (target refused, not importable).
+    fatal: dict[str, Any] | None = None
+    host: str = ""
+    seconds: float = 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None and v != []}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ChunkResult:
+        return cls(**data)
+
+
+def item_error(index: Any, exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:
+    """Describe a failed item as JSON-ready data."""
+    return {
+        "index": index,
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
+    }
+
+
+def run_chunk(
+    fn: Callable[..., Any],
+    chunk: ChunkSpec,
+    reduce: str | None = None,
+    on_error: str = "raise",
+) -> ChunkResult:
+    """Run ``fn`` over ``chunk``'s items; never raises for an item's failure."""
+    started = time.perf_counter()
+    result = ChunkResult(index=chunk.index, values=None if reduce else [])
+    to_partial = REDUCERS[reduce][1] if reduce else None
+    acc: Any = None
+    for index, args, kwargs in chunk.items():
+        try:
+            value = fn(*args, **kwargs)
+            if to_partial is not None:
+                acc = combine(reduce, acc, to_partial(value))  # type: ignore[arg-type]
+            else:
+                result.values.append(codec.encode(value))  # type: ignore[union-attr]
+        except codec.NotJSONable as exc:
+            result.errors.append(item_error(index, exc, with_traceback=False) | {"type": "NotJSONable"})
+            if on_error == "raise":
+                break
+            if result.values is not None:
+                result.values.append(None)
+        except Exception as exc:
+            result.errors.append(item_error(index, exc))
+            if on_error == "raise":
+                break
+            if result.values is not None:
+                result.values.append(None)
+        result.items += 1
+    if reduce:
+        try:
+            result.partial = codec.encode(acc)
+        except codec.NotJSONable as exc:
+            result.fatal = {"kind": "result", "message": f"reduced value of chunk {chunk.index}: {exc}"}
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def run_named_chunk(
+    target: str,
+    chunk: ChunkSpec,
+    reduce: str | None = None,
+    on_error: str = "raise",
+    allow: Any = None,
+) -> ChunkResult:
+    """Resolve ``target`` (against ``allow``) and run the chunk; a refusal is a fatal result."""
+    try:
+        fn = resolve(target, allow)
+    except TargetError as exc:
+        kind = "not_allowed" if isinstance(exc, TargetNotAllowed) else "target"
+        return ChunkResult(index=chunk.index, fatal={"kind": kind, "message": str(exc)})
+    return run_chunk(fn, chunk, reduce, on_error)

@@ -1,0 +1,73 @@
+"""The embedded cluster: what ``distloop run`` uses when no broker is configured.
+
+A private redis-server (random password, loopback, no persistence) and one
+local prefork worker with one process per core, importing from the producer's
+working directory. Ready before the first chunk is sent; stopped by pid at
+exit, on errors and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+from tasks.settings import Settings
+from worker.celery_worker import start_worker
+from worker.processes import ManagedProcess
+from worker.redis_server import RedisServer, start_redis
+
+
+class EmbeddedCluster:
+    """A private Redis and local workers, for the life of a ``with`` block."""
+
+    def __init__(self, workers: int | None = None, allow: Sequence[str] = (), settings: Settings | None = None):
+        self.workers = workers or os.cpu_count() or 1
+        self.allow = tuple(allow)
+        self.base_settings = settings or Settings()
+        self.redis: RedisServer | None = None
+        self.worker: ManagedProcess | None = None
+        self.settings: Settings | None = None
+        self.startup_s = 0.0
+        self.log_path = ""
+
+    def start(self) -> EmbeddedCluster:
+        started = time.perf_counter()
+        try:
+            self.redis = start_redis()
+            self.settings = self.base_settings.replace(
+                broker_url=self.redis.url, result_url=None, allow=self.base_settings.allow + self.allow
+            )
+            fd, self.log_path = tempfile.mkstemp(prefix="distloop-worker-", suffix=".log")
+            os.close(fd)
+            self.worker = start_worker(
+                self.settings,
+                concurrency=self.workers,
+                hostname=f"embedded-{os.getpid()}@%h",
+                cwd=os.getcwd(),
+                log_path=self.log_path,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.perf_counter() - started
+        return self
+
+    def stop(self) -> None:
+        """Stop the worker (and its pool) and then Redis, each by pid."""
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        if self.log_path and os.path.exists(self.log_path):
+            os.unlink(self.log_path)
+
+    def __enter__(self) -> EmbeddedCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self.stop()

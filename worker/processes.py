@@ -1,0 +1,97 @@
+"""Child processes that are always stopped by their own pid, even if we die first."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+from tasks import defaults
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(sig: int) -> Any:
+    def preexec() -> None:
+        # If the process that started us is killed outright (SIGKILL), the kernel
+        # sends us `sig`, so nothing we start outlives its owner.
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    return preexec
+
+
+class ManagedProcess:
+    """A subprocess leading its own process group, stopped by pid on :meth:`stop`."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        log: IO[Any] | int | None = subprocess.DEVNULL,
+        death_signal: int = signal.SIGKILL,
+        own_session: bool = True,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.own_session = own_session
+        self.popen = subprocess.Popen(
+            self.argv,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT if log not in (None, subprocess.DEVNULL) else log,
+            start_new_session=own_session,
+            preexec_fn=_die_with_parent(death_signal),
+        )
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the process and, as group leader, to its children."""
+        try:
+            if self.own_session:
+                os.killpg(self.pid, sig)
+            else:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, sig: int = signal.SIGTERM, grace: float = defaults.STOP_GRACE_SECONDS) -> int | None:
+        """Ask the process to stop, then kill its whole group after ``grace`` seconds."""
+        if self.alive():
+            self.send_signal(sig)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # Children (a prefork pool) may outlive their parent briefly: kill the group.
+        self.send_signal(signal.SIGKILL)
+        try:
+            return self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def wait_for(self, predicate: Any, timeout: float, what: str) -> None:
+        """Poll ``predicate`` until true; fail early if the process exits."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while not predicate():
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with code {self.popen.returncode} before {what}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not {what} after {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.1)

@@ -1,0 +1,92 @@
+"""A private redis-server on a free loopback port, without persistence."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+from dataclasses import dataclass, field
+
+import redis
+
+from tasks import defaults
+from tasks.errors import BrokerUnavailable
+from worker.processes import ManagedProcess
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A running redis-server we started; :meth:`stop` stops it by pid."""
+
+    process: ManagedProcess
+    host: str
+    port: int
+    password: str | None
+    workdir: str = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=self.host, port=self.port, password=self.password, socket_timeout=5)
+
+    def stop(self) -> None:
+        self.process.stop(signal.SIGTERM)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_redis(
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    password: str | None = "generate",
+    extra_args: tuple[str, ...] = (),
+    timeout: float = defaults.STARTUP_TIMEOUT,
+) -> RedisServer:
+    """Start redis-server and return once it answers PING."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BrokerUnavailable("redis-server is not installed: run `make run` (it installs it) or apt-get install redis-server")
+    if password == "generate":
+        password = secrets.token_hex(16)
+    last_error: Exception | None = None
+    for _ in range(5):  # another process may grab the free port before redis binds it
+        chosen = port or free_port(host)
+        workdir = tempfile.mkdtemp(prefix="distloop-redis-")
+        argv = [
+            binary, "--port", str(chosen), "--bind", host, "--save", "", "--appendonly", "no",
+            "--dir", workdir, "--maxmemory-policy", "noeviction", "--protected-mode", "no",
+            "--daemonize", "no", "--loglevel", "warning", *extra_args,
+        ]  # fmt: skip
+        if password:
+            argv += ["--requirepass", password]
+        server = RedisServer(ManagedProcess("redis-server", argv), host, chosen, password, workdir)
+        client = server.client()
+
+        def answers(client: redis.Redis = client) -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        try:
+            server.process.wait_for(answers, timeout, "answering PING")
+            client.close()
+            return server
+        except (RuntimeError, TimeoutError) as exc:
+            last_error = exc
+            server.stop()
+            if port:
+                break
+    raise BrokerUnavailable(f"could not start redis-server: {last_error}")
