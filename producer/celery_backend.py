@@ -103,7 +103,9 @@ class CeleryBackend(Backend):
     def open_job(self, job: JobSpec) -> None:
         self.start((job.target.rpartition(":")[0],))
         assert self.app is not None and self.store is not None
-        self.store.create(job.job_id, {"target": job.target, "reduce": job.reduce, "on_error": job.on_error, **job.meta})
+        self.store.create(
+            job.job_id, {"target": job.target, "reduce": job.reduce, "on_error": job.on_error, **job.meta}
+        )
         if self._producer is None:
             self._producer = self.app.producer_pool.acquire(block=True)
 

@@ -36,7 +36,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, Any]]:
     handlers = {}
     for name in COMMANDS:
         module = importlib.import_module(name)
-        command = sub.add_parser(module.NAME, help=module.__doc__.splitlines()[0], description=module.__doc__)
+        command = sub.add_parser(module.NAME, help=(module.__doc__ or "").splitlines()[0], description=module.__doc__)
         module.add_arguments(command)
         handlers[module.NAME] = module
     return parser, handlers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 from collections import deque
@@ -69,9 +70,9 @@ class PoolBackend(Backend):
         for chunk in chunks:
             future = self._pool.submit(run_named_chunk, job.target, chunk, job.reduce, job.on_error)
             self._futures.add(future)
-            future.add_done_callback(lambda f, c=chunk: self._finished(f, c))
+            future.add_done_callback(functools.partial(self._finished, chunk))
 
-    def _finished(self, future: Future[ChunkResult], chunk: ChunkSpec) -> None:
+    def _finished(self, chunk: ChunkSpec, future: Future[ChunkResult]) -> None:
         self._futures.discard(future)
         if future.cancelled():
             return

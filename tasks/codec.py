@@ -55,4 +55,3 @@ def decode(value: Any) -> Any:
             return {k: decode(v) for k, v in value[_DICT].items()}
         return {k: decode(v) for k, v in value.items()}
     return value
-

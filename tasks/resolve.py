@@ -132,4 +132,4 @@ def resolve(text: str, allow: Sequence[str] | None = None) -> Callable[..., Any]
             raise TargetError(f"{target.location!r} has no function {target.function!r}") from None
     if not callable(obj):
         raise TargetError(f"{target} is a {type(obj).__name__}, not a callable")
-    return obj  # type: ignore[no-any-return]
+    return obj

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Mapping
 
 from tasks import defaults
@@ -48,11 +49,9 @@ def start_worker(
 ) -> ManagedProcess:
     """Start one prefork worker; with ``wait``, return once it consumes tasks."""
     hostname = hostname or f"distloop-{os.getpid()}@{socket.gethostname()}"
-    ready = tempfile.NamedTemporaryFile(prefix="distloop-ready-", delete=False)
-    ready.close()
-    os.unlink(ready.name)
-    env = worker_env(settings, {ENV_READY_FILE: ready.name, **(extra_env or {})}, cwd)
-    log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - owned by the child
+    ready = os.path.join(tempfile.gettempdir(), f"distloop-ready-{uuid.uuid4().hex}")
+    env = worker_env(settings, {ENV_READY_FILE: ready, **(extra_env or {})}, cwd)
+    log = open(log_path, "ab") if log_path else None  # noqa: SIM115
     try:
         process = ManagedProcess(
             f"celery worker {hostname}",
@@ -68,11 +67,11 @@ def start_worker(
             log.close()
     if wait:
         try:
-            process.wait_for(lambda: os.path.exists(ready.name), timeout, "ready")
+            process.wait_for(lambda: os.path.exists(ready), timeout, "ready")
         except BaseException:
             process.stop()
             raise
         finally:
-            if os.path.exists(ready.name):
-                os.unlink(ready.name)
+            if os.path.exists(ready):
+                os.unlink(ready)
     return process

@@ -57,7 +57,9 @@ def start_redis(
     """Start redis-server and return once it answers PING."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise BrokerUnavailable("redis-server is not installed: run `make run` (it installs it) or apt-get install redis-server")
+        raise BrokerUnavailable(
+            "redis-server is not installed: run `make run` (it installs it) or apt-get install redis-server"
+        )
     if password == "generate":
         password = secrets.token_hex(16)
     last_error: Exception | None = None

@@ -1,0 +1,107 @@
+"""Fixtures that start real components on free ports and stop them by process id."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Classic Celery fixtures (solo pool, in a thread) for unit-level tests; pytest-celery's
+# own replace them with Docker-based ones, which these machines cannot run.
+from celery.contrib.pytest import celery_app, celery_worker  # noqa: F401
+
+from tasks.settings import Settings
+from worker.celery_worker import start_worker
+from worker.processes import ManagedProcess
+from worker.redis_server import RedisServer, start_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Test-only workloads the test workers may run (besides tasks.demo).
+TEST_ALLOW = ("tests.workloads",)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_binary() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: run `make test`, which installs it")
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh password-protected redis-server on a free port, stopped by pid after the test."""
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_redis() -> Iterator[RedisServer]:
+    """One redis-server for the tests that only need a working broker."""
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+def settings_for(server: RedisServer, allow: tuple[str, ...] = TEST_ALLOW) -> Settings:
+    return Settings(broker_url=server.url, allow=allow)
+
+
+class Workers:
+    """Real ``celery -A tasks worker`` prefork processes against one Redis."""
+
+    def __init__(self, settings: Settings, tmp: Path) -> None:
+        self.settings = settings
+        self.tmp = tmp
+        self.processes: list[ManagedProcess] = []
+
+    def start(self, concurrency: int = 2, hostname: str | None = None, **kwargs: object) -> ManagedProcess:
+        name = hostname or f"w{len(self.processes)}-{os.getpid()}@%h"
+        log = str(self.tmp / f"worker-{len(self.processes)}.log")
+        process = start_worker(
+            self.settings, concurrency=concurrency, hostname=name, cwd=str(ROOT), log_path=log, **kwargs
+        )  # type: ignore[arg-type]
+        self.processes.append(process)
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.tmp.glob("worker-*.log")))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+        self.processes.clear()
+
+
+@pytest.fixture(scope="session")
+def shared_workers(shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    """Two prefork processes serving ``shared_redis``, for the whole session."""
+    workers = Workers(settings_for(shared_redis), tmp_path_factory.mktemp("shared-workers"))
+    workers.start(concurrency=2)
+    yield workers
+    workers.stop()
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
+    """Workers on the test's own ``redis_server``; the test starts as many as it needs."""
+    group = Workers(settings_for(redis_server), tmp_path)
+    yield group
+    group.stop()
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``distloop ARGS`` as a user would, capturing stdout and stderr."""
+    full_env = dict(os.environ)
+    full_env.pop("DISTLOOP_BROKER_URL", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "producer.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd or ROOT,
+    )  # fmt: skip

@@ -1,0 +1,105 @@
+"""Unit tests: ranges, chunk plans, sizing, the codec, the resolver, settings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from producer.ranges import count_chunks, parse_range, split_range
+from producer.sizing import auto_chunk_size
+from tasks import codec
+from tasks.errors import TargetError, TargetNotAllowed, UsageError
+from tasks.kernel import ChunkSpec, run_chunk
+from tasks.resolve import is_allowed, parse_target, resolve
+from tasks.settings import Settings, mask_url
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("0:10", range(0, 10)), ("10", range(10)), ("10:0:-3", range(10, 0, -3)), ("0:10:4", range(0, 10, 4)),
+     ("5:5", range(5, 5)), (" -3 : 3 ", range(-3, 3))],
+)  # fmt: skip
+def test_parse_range_matches_python(text: str, expected: range) -> None:
+    assert parse_range(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0:10:0", "a:b", "0:1:2:3", "", "1.5:3"])
+def test_parse_range_rejects(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_range(text)
+
+
+@pytest.mark.parametrize("r", [range(0, 100), range(0, 101, 7), range(50, -50, -3), range(0), range(3, 4)])
+@pytest.mark.parametrize("size", [1, 3, 10, 1000])
+def test_split_range_covers_every_index_once_in_order(r: range, size: int) -> None:
+    chunks = list(split_range(r, size))
+    assert [i for c in chunks for i in range(c.start, c.stop, c.step)] == list(r)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert len(chunks) == count_chunks(len(r), size)
+
+
+def test_auto_chunk_size_balances_and_bounds_duration() -> None:
+    # Cheap items: limited by balance (>= 4 chunks per worker).
+    assert auto_chunk_size(1_000_000, 1e-7, 2) == 125_000
+    # Costly items: limited by the target duration per chunk.
+    assert auto_chunk_size(2000, 0.0026, 2) == 96
+    assert auto_chunk_size(3, 1.0, 8) == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 0, -(2**200), 0.1, math.pi, -0.0, "s", [1, (2, 3)], (1, 2.5, "x"), {"a": (1,)}, (), [],
+     {"__tuple__": [1]}, {"__dict__": 1}],
+)  # fmt: skip
+def test_codec_round_trips_exactly(value: object) -> None:
+    back = codec.decode(codec.encode(value))
+    assert back == value and type(back) is type(value)
+
+
+@pytest.mark.parametrize("value", [{1, 2}, {1: "a"}, b"x", object()])
+def test_codec_refuses_what_json_cannot_carry(value: object) -> None:
+    with pytest.raises(codec.NotJSONable):
+        codec.encode(value)
+
+
+def test_kernel_reduces_and_records_errors() -> None:
+    chunk = ChunkSpec(0, 0, 10, 1)
+    assert run_chunk(lambda i: i, chunk, "sum").partial == 45
+    assert run_chunk(lambda i: i % 3 == 0, chunk, "count").partial == 4
+    result = run_chunk(lambda i: 1 // (i - 5), chunk, None, "collect")
+    assert [e["index"] for e in result.errors] == [5] and result.items == 10
+    stopped = run_chunk(lambda i: 1 // (i - 5), chunk, None, "raise")
+    assert stopped.items == 5 and stopped.errors[0]["type"] == "ZeroDivisionError"
+
+
+def test_resolver_checks_allow_list_before_importing() -> None:
+    with pytest.raises(TargetNotAllowed, match="allow-list"):
+        resolve("os:system", ["tasks.demo"])
+    with pytest.raises(TargetNotAllowed):
+        resolve("tests.never_imported_module:f", ["tasks.demo"])
+    assert resolve("tasks.demo:square", ["tasks.demo"])(3) == 9
+    assert is_allowed(parse_target("pkg.sub.mod:f"), ["pkg.*"])
+    assert not is_allowed(parse_target("pkgx:f"), ["pkg"])
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [("nomodule_xyz:f", "cannot import"), ("tasks.demo:nope", "no function"), ("tasks.demo:math", "not a callable"),
+     ("tasks.demo", "module:function"), ("missing.py:f", "not found")],
+)  # fmt: skip
+def test_resolver_errors_are_clear(target: str, message: str) -> None:
+    with pytest.raises(TargetError, match=message):
+        resolve(target)
+
+
+def test_settings_from_env_and_celery_config() -> None:
+    settings = Settings.from_env({"DISTLOOP_BROKER_URL": "redis://:secret@h:1/0", "DISTLOOP_ALLOW": "a, b.*"})
+    assert settings.allowed_patterns == ("tasks.demo", "a", "b.*")
+    config = settings.celery_config()
+    assert config["accept_content"] == ["json"] and config["task_acks_late"]
+    assert config["broker_transport_options"]["visibility_timeout"] > config["task_time_limit"]
+    assert config["task_time_limit"] > config["task_soft_time_limit"]
+    assert Settings.from_env({}).broker_url is None
+    assert mask_url("redis://:secret@h:1/0") == "redis://:***@h:1/0"
+    assert mask_url("redis://user:pw@h/0") == "redis://user:***@h/0"
