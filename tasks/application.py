@@ -46,7 +46,7 @@ def chunk(
 ) -> None:
     """Run one chunk of a job and store its result in the job ledger."""
     store = job_store()
-    if not store.exists(job_id):
+    if not store.mark_started(job_id, spec["index"], self.request.hostname or ""):
         return  # the job was cancelled or has finished: nothing to do
     result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, settings.allowed_patterns)
     result.host = self.request.hostname or ""

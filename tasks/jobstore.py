@@ -6,6 +6,7 @@ Keys (all expire after ``result_expires``):
 - ``distloop:job:<id>:results``  hash: chunk index -> chunk result (JSON)
 - ``distloop:job:<id>:done``     list: chunk indices in completion order, which the
   producer pops to stream results without polling each chunk
+- ``distloop:job:<id>:running``  hash: chunk index -> {"host", "at"} while a worker runs it
 
 A chunk delivered twice writes the same field twice: harmless (decision 3).
 """
@@ -13,6 +14,7 @@ A chunk delivered twice writes the same field twice: harmless (decision 3).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import redis
@@ -20,9 +22,9 @@ import redis
 PREFIX = "distloop:job:"
 
 
-def _keys(job_id: str) -> tuple[str, str, str]:
+def _keys(job_id: str) -> tuple[str, str, str, str]:
     base = PREFIX + job_id
-    return base, base + ":results", base + ":done"
+    return base, base + ":results", base + ":done", base + ":running"
 
 
 class JobStore:
@@ -33,14 +35,14 @@ class JobStore:
         self.expires = expires
 
     def create(self, job_id: str, meta: dict[str, Any]) -> None:
-        meta_key, _, _ = _keys(job_id)
+        meta_key = _keys(job_id)[0]
         pipe = self.client.pipeline()
         pipe.hset(meta_key, mapping={k: json.dumps(v) for k, v in meta.items()})
         pipe.expire(meta_key, self.expires)
         pipe.execute()
 
     def update(self, job_id: str, **fields: Any) -> None:
-        meta_key, _, _ = _keys(job_id)
+        meta_key = _keys(job_id)[0]
         self.client.hset(meta_key, mapping={k: json.dumps(v) for k, v in fields.items()})
 
     def meta(self, job_id: str) -> dict[str, Any] | None:
@@ -52,11 +54,28 @@ class JobStore:
     def exists(self, job_id: str) -> bool:
         return bool(self.client.exists(_keys(job_id)[0]))
 
+    def mark_started(self, job_id: str, index: int, host: str) -> bool:
+        """Record that ``host`` runs chunk ``index``; False if the job is gone (cancelled)."""
+        meta_key, _, _, running_key = _keys(job_id)
+        if not self.client.exists(meta_key):
+            return False
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(running_key, str(index), json.dumps({"host": host, "at": time.time()}))
+        pipe.expire(running_key, self.expires)
+        pipe.execute()
+        return True
+
+    def running(self, job_id: str) -> dict[int, dict[str, Any]]:
+        """Chunks a worker has started and not finished: index -> {"host", "at"}."""
+        raw = self.client.hgetall(_keys(job_id)[3])
+        return {int(k): json.loads(v) for k, v in raw.items()}
+
     def put_result(self, job_id: str, index: int, result: dict[str, Any]) -> None:
         """Record chunk ``index``'s result and announce it (worker side)."""
-        _, results_key, done_key = _keys(job_id)
+        _, results_key, done_key, running_key = _keys(job_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(results_key, str(index), json.dumps(result))
+        pipe.hdel(running_key, str(index))
         pipe.rpush(done_key, index)
         pipe.expire(results_key, self.expires)
         pipe.expire(done_key, self.expires)
