@@ -19,6 +19,7 @@ from producer.backend import Backend, JobSpec, register
 from tasks import defaults
 from tasks.application import make_app
 from tasks.errors import BrokerUnavailable
+from tasks.heartbeat import live_workers
 from tasks.jobstore import JobStore
 from tasks.kernel import ChunkResult, ChunkSpec
 from tasks.settings import Settings, mask_url
@@ -87,13 +88,9 @@ class CeleryBackend(Backend):
         self.startup_s = time.perf_counter() - started
 
     def _count_remote_workers(self) -> int:
-        """Worker processes serving the queue; fail clearly when there are none."""
-        assert self.app is not None
-        try:
-            stats = self.app.control.inspect(timeout=1.5).stats() or {}
-        except OperationalError as exc:
-            raise BrokerUnavailable(f"cannot reach the broker at {mask_url(self.settings.broker_url)}: {exc}") from None
-        total = sum(int(s.get("pool", {}).get("max-concurrency", 1)) for s in stats.values())
+        """Worker processes serving the queue (from their heartbeats); fail clearly when none."""
+        assert self.store is not None
+        total = sum(int(w.get("concurrency", 1)) for w in live_workers(self.store.client).values())
         if total == 0:
             raise BrokerUnavailable(
                 f"no distloop worker answers on {mask_url(self.settings.broker_url)}: start one with `distloop worker`"

@@ -6,10 +6,12 @@ import os
 import pathlib
 from typing import Any
 
+import redis
 from celery import Celery, signals
 from celery.utils.log import get_task_logger
 
 from tasks import defaults
+from tasks.heartbeat import Heartbeat
 from tasks.jobstore import JobStore
 from tasks.kernel import ChunkSpec, run_named_chunk
 from tasks.settings import Settings
@@ -55,8 +57,23 @@ def chunk(
     store.put_result(job_id, result.index, result.to_wire())
 
 
+_heartbeat: Heartbeat | None = None
+
+
 @signals.worker_ready.connect
-def _announce_ready(**_: Any) -> None:
+def _announce_ready(sender: Any = None, **_: Any) -> None:
+    global _heartbeat
+    hostname = getattr(sender, "hostname", None) or "unknown"
+    concurrency = int(getattr(getattr(sender, "controller", None), "concurrency", 0) or 1)
+    client = redis.Redis.from_url(settings.effective_result_url, **settings.redis_options())
+    _heartbeat = Heartbeat(client, hostname, concurrency)
+    _heartbeat.start()
     path = os.environ.get(ENV_READY_FILE)
     if path:
         pathlib.Path(path).write_text(str(os.getpid()))
+
+
+@signals.worker_shutdown.connect
+def _announce_shutdown(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
