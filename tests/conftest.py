@@ -94,6 +94,36 @@ def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
     group.stop()
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any process a test started is still running."""
+    left = descendants(os.getpid())
+    if left:
+        names = [Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:100] for p in left
+                 if Path(f"/proc/{p}/cmdline").exists()]  # fmt: skip
+        print(f"\nLEAKED PROCESSES started by the tests: {names}", file=sys.stderr)
+        session.exitstatus = 1
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:

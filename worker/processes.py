@@ -72,7 +72,11 @@ class ManagedProcess:
     def stop(self, sig: int = signal.SIGTERM, grace: float = defaults.STOP_GRACE_SECONDS) -> int | None:
         """Ask the process to stop, then kill its whole group after ``grace`` seconds."""
         if self.alive():
-            self.send_signal(sig)
+            # The main process alone: a Celery worker shuts its own pool down cleanly.
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
             try:
                 self.popen.wait(timeout=grace)
             except subprocess.TimeoutExpired:
