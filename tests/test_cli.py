@@ -21,7 +21,9 @@ SUM_OF_SQUARES = 333328333350000  # sum(i * i for i in range(100_000))
 @pytest.mark.parametrize("backend", ["serial", "thread", "process", "celery"])
 def test_reduce_sum_json_on_every_backend(backend: str, shared_workers: Workers) -> None:
     broker = ["--broker", shared_workers.settings.effective_broker_url] if backend == "celery" else []
-    done = run_cli("run", "tasks.demo:square", "--range", "0:100000", "--reduce", "sum", "--backend", backend, "--json", *broker)
+    done = run_cli(
+        "run", "tasks.demo:square", "--range", "0:100000", "--reduce", "sum", "--backend", backend, "--json", *broker
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["result"] == SUM_OF_SQUARES
@@ -34,7 +36,9 @@ def test_every_backend_gives_the_same_list(shared_workers: Workers) -> None:
     broker = shared_workers.settings.effective_broker_url
     lists = {}
     for backend in ["serial", "thread", "process", "celery"]:
-        done = run_cli("run", "tasks.demo:calc_stuff", "--range", "10:-500:-7", "--backend", backend, "--json", "--broker", broker)
+        done = run_cli(
+            "run", "tasks.demo:calc_stuff", "--range", "10:-500:-7", "--backend", backend, "--json", "--broker", broker
+        )
         assert done.returncode == 0, done.stderr
         lists[backend] = json.loads(done.stdout)["result"]
     assert len(lists["serial"]) == len(range(10, -500, -7))
@@ -54,7 +58,9 @@ def test_output_file_is_json_lines_in_loop_order(shared_workers: Workers, tmp_pa
 @pytest.mark.integration
 def test_script_outside_the_project_on_the_embedded_cluster(tmp_path: Path) -> None:
     script = tmp_path / "myscript.py"
-    script.write_text("def triple(i):\n    return 3 * i\n\nif __name__ == '__main__':\n    raise SystemExit('not on import')\n")
+    script.write_text(
+        "def triple(i):\n    return 3 * i\n\nif __name__ == '__main__':\n    raise SystemExit('not on import')\n"
+    )
     done = run_cli("run", "myscript.py:triple", "--range", "0:50", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -65,7 +71,14 @@ def test_script_outside_the_project_on_the_embedded_cluster(tmp_path: Path) -> N
 @pytest.mark.integration
 def test_target_outside_allow_list_is_refused_with_exit_2(shared_workers: Workers) -> None:
     started = time.monotonic()
-    done = run_cli("run", "producer.ranges:count_chunks", "--range", "0:5", "--broker", shared_workers.settings.effective_broker_url)
+    done = run_cli(
+        "run",
+        "producer.ranges:count_chunks",
+        "--range",
+        "0:5",
+        "--broker",
+        shared_workers.settings.effective_broker_url,
+    )
     assert done.returncode == 2
     assert time.monotonic() - started < 60
     lines = done.stderr.strip().splitlines()
