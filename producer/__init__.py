@@ -6,7 +6,7 @@ How data flows::
     -----------------------                     ------------------------
     parse TARGET and range                      serial : kernel in this thread
     preflight: resolve f, probe its cost        thread : kernel in a thread pool
-    plan chunks (ranges.split_range, lazy)      process: kernel in a process pool
+    plan chunks (sizing.ChunkPlanner, lazy)     process: kernel in a process pool
            |                                    celery : chunk task -> Redis queue
            v                                             -> prefork worker child
     dispatch.run_chunks  -- submit(window) -->           -> kernel -> job ledger

@@ -11,8 +11,7 @@ from typing import IO, Any
 from producer.assemble import Assembler, JsonLinesSink, ListSink
 from producer.backend import Backend, JobSpec, get_backend
 from producer.dispatch import Progress, run_chunks
-from producer.ranges import count_chunks, split_range
-from producer.sizing import auto_chunk_size, probe_cost
+from producer.sizing import ChunkPlanner, probe_cost
 from tasks import codec
 from tasks.errors import UsageError
 from tasks.kernel import ON_ERROR, REDUCERS, ChunkSpec
@@ -34,6 +33,7 @@ class JobReport:
     errors: list[dict[str, Any]] = field(default_factory=list)
     hosts: dict[str, dict[str, int]] = field(default_factory=dict)
     startup_s: float = 0.0
+    compute_s: float = 0.0  # seconds the chunks spent in f, summed over workers
 
 
 def validate(reduce: str | None, on_error: str) -> None:
@@ -43,29 +43,38 @@ def validate(reduce: str | None, on_error: str) -> None:
         raise UsageError(f"unknown --on-error {on_error!r}; choose from {', '.join(ON_ERROR)}")
 
 
-def plan_chunks(
-    items: range | list[Any], chunk_size: int | str, fn: Callable[..., Any], workers: int
-) -> tuple[Iterator[ChunkSpec], int, int]:
-    """The job's chunks (lazy), their count and size; ``"auto"`` sizes from a cost probe."""
+def chunk_size_option(chunk_size: int | str) -> int | None:
+    """``"auto"`` -> None, else a positive integer."""
     if chunk_size == "auto":
-        cost = probe_cost(fn, items) if isinstance(items, range) else 0.0
-        size = auto_chunk_size(len(items), cost, workers)
-    else:
-        try:
-            size = int(chunk_size)
-        except ValueError:
-            raise UsageError(f"--chunk-size {chunk_size!r}: expected a positive integer or 'auto'") from None
-        if size < 1:
-            raise UsageError(f"--chunk-size must be at least 1, not {size}")
+        return None
+    try:
+        size = int(chunk_size)
+    except ValueError:
+        raise UsageError(f"--chunk-size {chunk_size!r}: expected a positive integer or 'auto'") from None
+    if size < 1:
+        raise UsageError(f"--chunk-size must be at least 1, not {size}")
+    return size
+
+
+def plan_chunks(items: range | list[Any], chunk_size: int | str, fn: Callable[..., Any], workers: int) -> ChunkPlanner:
+    """The job's chunk planner; a list of values becomes a range over their positions."""
+    fixed = chunk_size_option(chunk_size)
     if isinstance(items, range):
-        return split_range(items, size), count_chunks(len(items), size), size
-    return _call_chunks(items, size), count_chunks(len(items), size), size
+        return ChunkPlanner(items, workers, probe_cost(fn, items), fixed)
+    return CallPlanner(items, workers, fixed)
 
 
-def _call_chunks(values: list[Any], size: int) -> Iterator[ChunkSpec]:
-    for index, offset in enumerate(range(0, len(values), size)):
-        calls = [[codec.encode([v]), {}] for v in values[offset : offset + size]]
-        yield ChunkSpec(index=index, calls=calls)
+class CallPlanner(ChunkPlanner):
+    """Chunks of explicit calls ``f(value)`` for an arbitrary iterable's values."""
+
+    def __init__(self, values: list[Any], workers: int, fixed: int | None) -> None:
+        super().__init__(range(len(values)), workers, 0.0, fixed)
+        self.values = values
+
+    def __iter__(self) -> Iterator[ChunkSpec]:
+        for spec in super().__iter__():
+            calls = [[codec.encode([v]), {}] for v in self.values[spec.start : spec.stop]]
+            yield ChunkSpec(index=spec.index, calls=calls)
 
 
 def run_job(
@@ -95,18 +104,20 @@ def run_job(
     engine = get_backend(backend, settings, workers) if isinstance(backend, str) else backend
     try:
         engine.start((job.target.rpartition(":")[0],))
-        chunks, n_chunks, size = plan_chunks(items, chunk_size, fn, engine.workers)
-        job.meta.update(items=len(items), chunks=n_chunks, chunk_size=size)
+        planner = plan_chunks(items, chunk_size, fn, engine.workers)
+        job.meta.update(items=len(items), chunk_size=planner.first_size)
         started = time.perf_counter()
-        run_chunks(engine, job, chunks, assembler, progress=progress)
+        run_chunks(
+            engine, job, iter(planner), assembler, window=planner.window(), observe=planner.observe, progress=progress
+        )
         wall = time.perf_counter() - started
     finally:
         if owned:
             engine.close()
     result = assembler.value if reduce else (sink.values if isinstance(sink, ListSink) else None)
     return JobReport(
-        job.job_id, engine.name, len(items), n_chunks, size, wall, result,
-        assembler.errors, assembler.hosts, engine.startup_s,
+        job.job_id, engine.name, len(items), planner.sent, planner.first_size, wall, result,
+        assembler.errors, assembler.hosts, engine.startup_s, assembler.compute_s,
     )  # fmt: skip
 
 

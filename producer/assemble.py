@@ -30,6 +30,7 @@ class Assembler:
         self.hosts: dict[str, dict[str, int]] = {}
         self.items = 0
         self.chunks = 0
+        self.compute_s = 0.0
         self.seen: set[int] = set()
         self._next = 0
         self._buffer: dict[int, ChunkResult] = {}
@@ -43,6 +44,7 @@ class Assembler:
         self.seen.add(result.index)
         self.chunks += 1
         self.items += result.items
+        self.compute_s += result.seconds
         if result.host:
             host = self.hosts.setdefault(result.host, {"chunks": 0, "items": 0})
             host["chunks"] += 1

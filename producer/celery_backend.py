@@ -109,14 +109,16 @@ class CeleryBackend(Backend):
     def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
         assert self.app is not None
         try:
-            for chunk in chunks:
-                self.app.send_task(
-                    defaults.CHUNK_TASK,
-                    args=(job.job_id, job.target, chunk.to_wire(), job.reduce, job.on_error),
-                    task_id=f"{job.job_id}-{chunk.index}",
-                    queue=defaults.QUEUE,
-                    producer=self._producer,
-                )
+            # One producer connection; kombu's batch pipelines the publishes to Redis.
+            with self._producer.batch(max_size=max(1, len(chunks))):
+                for chunk in chunks:
+                    self.app.send_task(
+                        defaults.CHUNK_TASK,
+                        args=(job.job_id, job.target, chunk.to_wire(), job.reduce, job.on_error),
+                        task_id=f"{job.job_id}-{chunk.index}",
+                        queue=defaults.QUEUE,
+                        producer=self._producer,
+                    )
         except OperationalError as exc:
             raise BrokerUnavailable(f"lost the broker while sending chunks: {exc}") from None
 

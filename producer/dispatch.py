@@ -7,10 +7,12 @@ from collections.abc import Callable, Iterator
 
 from producer.assemble import Assembler
 from producer.backend import Backend, JobSpec
-from tasks.kernel import ChunkSpec
+from tasks.kernel import ChunkResult, ChunkSpec
 
 #: Called after each chunk result with the assembler (progress display).
 Progress = Callable[[Assembler], None]
+#: Called with each chunk result as it arrives (the planner learns the cost).
+Observer = Callable[[ChunkResult], None]
 
 
 def window_for(backend: Backend) -> int:
@@ -26,6 +28,7 @@ def run_chunks(
     *,
     window: int | None = None,
     progress: Progress | None = None,
+    observe: Observer | None = None,
     poll: float = 0.5,
 ) -> None:
     """Run every chunk of ``chunks`` on ``backend`` and feed the results to ``assembler``.
@@ -50,6 +53,8 @@ def run_chunks(
             for result in backend.wait(job, poll):
                 if result.index in in_flight:
                     in_flight.discard(result.index)
+                    if observe is not None:
+                        observe(result)
                     assembler.add(result)
                     if progress is not None:
                         progress(assembler)

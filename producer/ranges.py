@@ -1,11 +1,8 @@
-"""Parsing ``START:STOP[:STEP]`` and splitting a range into chunks."""
+"""Parsing ``START:STOP[:STEP]`` exactly as Python's ``range`` reads it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from tasks.errors import UsageError
-from tasks.kernel import ChunkSpec
 
 
 def parse_range(text: str) -> range:
@@ -20,19 +17,3 @@ def parse_range(text: str) -> range:
     if len(numbers) == 3 and numbers[2] == 0:
         raise UsageError(f"--range {text!r}: step must not be zero")
     return range(*numbers)
-
-
-def split_range(r: range, chunk_size: int, first_index: int = 0) -> Iterator[ChunkSpec]:
-    """Yield ``r`` as consecutive chunks of ``chunk_size`` items (the last may be shorter).
-
-    Lazy: a range of 10**9 items costs nothing until its chunks are sent.
-    """
-    if chunk_size < 1:
-        raise UsageError(f"chunk size must be at least 1, not {chunk_size}")
-    for index, offset in enumerate(range(0, len(r), chunk_size), start=first_index):
-        part = r[offset : offset + chunk_size]
-        yield ChunkSpec(index=index, start=part.start, stop=part.stop, step=part.step)
-
-
-def count_chunks(items: int, chunk_size: int) -> int:
-    return -(-items // chunk_size)

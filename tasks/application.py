@@ -14,6 +14,7 @@ from tasks import defaults
 from tasks.heartbeat import Heartbeat
 from tasks.jobstore import JobStore
 from tasks.kernel import ChunkSpec, run_named_chunk
+from tasks.resolve import resolve
 from tasks.settings import Settings
 
 logger = get_task_logger(__name__)
@@ -58,6 +59,16 @@ def chunk(
 
 
 _heartbeat: Heartbeat | None = None
+
+
+@app.task(name=defaults.ITEM_TASK)
+def item(target: str, i: int) -> Any:
+    """One item per task, result through Celery's result backend.
+
+    Not used by distloop's own dispatch: it is the plain-Celery baseline that
+    ``make perf`` measures chunked dispatch against, on the same workers.
+    """
+    return resolve(target, settings.allowed_patterns)(i)
 
 
 @signals.worker_ready.connect

@@ -16,6 +16,9 @@ QUEUE = "distloop"
 #: Task name shown in Flower and in worker logs.
 CHUNK_TASK = "distloop.chunk"
 
+#: One-item-per-task baseline (plain Celery), for the dispatch benchmark.
+ITEM_TASK = "distloop.item"
+
 #: Hard and soft per-chunk time limits (seconds). Automatic chunk sizing aims
 #: for chunks well under a second, so these only catch runaway chunks; they stay
 #: below the visibility timeout so a running chunk is never handed to a second
@@ -56,3 +59,7 @@ STARTUP_TIMEOUT = 30.0
 
 #: Seconds a stopping process gets before it is killed.
 STOP_GRACE_SECONDS = 5.0
+
+#: Guided sizing never makes a chunk shorter than this (seconds of work), so the
+#: shrinking tail does not drown in per-message overhead.
+MIN_CHUNK_SECONDS = 0.03

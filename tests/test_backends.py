@@ -62,5 +62,5 @@ def test_first_failure_reports_index_and_traceback(backend_options: dict[str, ob
 def test_workers_refuse_targets_outside_allow_list(shared_workers: Workers) -> None:
     # The producer may import it; the workers must refuse it without importing it.
     with pytest.raises(TargetNotAllowed, match="allow-list"):
-        run_loop("producer.ranges:count_chunks", range(3), backend="celery", settings=shared_workers.settings)
+        run_loop("producer.ranges:parse_range", range(3), backend="celery", settings=shared_workers.settings)
     assert "refused chunk" in shared_workers.logs()

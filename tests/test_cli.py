@@ -73,7 +73,7 @@ def test_target_outside_allow_list_is_refused_with_exit_2(shared_workers: Worker
     started = time.monotonic()
     done = run_cli(
         "run",
-        "producer.ranges:count_chunks",
+        "producer.ranges:parse_range",
         "--range",
         "0:5",
         "--broker",

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from producer.ranges import count_chunks, parse_range, split_range
-from producer.sizing import auto_chunk_size
+from producer.ranges import parse_range
+from producer.sizing import ChunkPlanner, auto_chunk_size
 from tasks import codec
 from tasks.errors import TargetError, TargetNotAllowed, UsageError
-from tasks.kernel import ChunkSpec, run_chunk
+from tasks.kernel import ChunkResult, ChunkSpec, run_chunk
 from tasks.resolve import is_allowed, parse_target, resolve
 from tasks.settings import Settings, mask_url
 
@@ -32,11 +32,30 @@ def test_parse_range_rejects(text: str) -> None:
 
 @pytest.mark.parametrize("r", [range(0, 100), range(0, 101, 7), range(50, -50, -3), range(0), range(3, 4)])
 @pytest.mark.parametrize("size", [1, 3, 10, 1000])
-def test_split_range_covers_every_index_once_in_order(r: range, size: int) -> None:
-    chunks = list(split_range(r, size))
+def test_fixed_chunks_cover_every_index_once_in_order(r: range, size: int) -> None:
+    chunks = list(ChunkPlanner(r, 2, 0.0, fixed=size))
     assert [i for c in chunks for i in range(c.start, c.stop, c.step)] == list(r)
     assert [c.index for c in chunks] == list(range(len(chunks)))
-    assert len(chunks) == count_chunks(len(r), size)
+    assert all(len(c) == size for c in chunks[:-1])
+
+
+@pytest.mark.parametrize("r", [range(0, 10_000), range(0, 2000, 3), range(500, -500, -1), range(0), range(1)])
+@pytest.mark.parametrize("cost", [0.0, 1e-7, 0.003, 0.5])
+def test_auto_chunks_cover_every_index_and_shrink_toward_the_end(r: range, cost: float) -> None:
+    chunks = list(ChunkPlanner(r, 2, cost))
+    assert [i for c in chunks for i in range(c.start, c.stop, c.step)] == list(r)
+    sizes = [len(c) for c in chunks]
+    assert sizes == sorted(sizes, reverse=True)
+    if len(r) >= 100:
+        assert len(chunks) >= 8  # at least 4 per worker
+
+
+def test_planner_learns_cost_from_finished_chunks() -> None:
+    planner = ChunkPlanner(range(100_000), 2, 1e-6)
+    chunks = iter(planner)
+    first = next(chunks)
+    planner.observe(ChunkResult(index=0, items=len(first), seconds=len(first) * 0.01))  # 10 ms per item
+    assert len(next(chunks)) == int(0.25 / 0.01)
 
 
 def test_auto_chunk_size_balances_and_bounds_duration() -> None:

@@ -1,0 +1,144 @@
+"""Side-by-side benchmark: the same loop on every backend, timed after start-up."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from producer.api import run_job
+from producer.backend import get_backend
+from tasks.errors import UsageError
+from tasks.settings import Settings
+
+
+@dataclass
+class BackendRun:
+    """One backend's figures: median wall time over the repeats, and derived ratios."""
+
+    name: str
+    workers: int
+    wall_s: float
+    walls: list[float]
+    chunks: int
+    compute_s: float
+    startup_s: float
+    speedup: float = 0.0
+    efficiency: float = 0.0
+    overhead: float = 0.0  # share of the workers' wall time not spent in f
+    result: Any = field(default=None, repr=False)
+
+    def figures(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("result")
+        return data
+
+
+@dataclass
+class BenchReport:
+    target: str
+    items: int
+    runs: dict[str, BackendRun]
+    identical: bool
+
+    @property
+    def startup_s(self) -> float:
+        return max((r.startup_s for r in self.runs.values()), default=0.0)
+
+
+def bench_backend(
+    name: str,
+    target: str,
+    items: range,
+    *,
+    settings: Settings | None,
+    workers: int | None,
+    chunk_size: int | str,
+    reduce: str | None,
+    repeat: int,
+) -> BackendRun:
+    """Start ``name``, warm it up, then time ``repeat`` runs of the loop (median)."""
+    engine = get_backend(name, settings, workers)
+    try:
+        engine.start((target.rpartition(":")[0],))
+        # Warm-up, untimed: process pools fork and import, workers load the target.
+        run_job(target, items[: 4 * engine.workers], backend=engine, reduce=reduce)
+        reports = [run_job(target, items, backend=engine, reduce=reduce, chunk_size=chunk_size) for _ in range(repeat)]
+    finally:
+        engine.close()
+    walls = [r.wall_s for r in reports]
+    median = sorted(reports, key=lambda r: r.wall_s)[len(reports) // 2]
+    workers_used = engine.workers
+    overhead = 1.0 - median.compute_s / (median.wall_s * workers_used) if median.wall_s > 0 else 0.0
+    return BackendRun(
+        name, workers_used, statistics.median(walls), walls, median.chunks, median.compute_s,
+        engine.startup_s, overhead=max(0.0, overhead), result=median.result,
+    )  # fmt: skip
+
+
+def run_bench(
+    target: str,
+    items: range,
+    backends: Sequence[str] = ("serial", "thread", "process", "celery"),
+    *,
+    settings: Settings | None = None,
+    workers: int | None = None,
+    chunk_size: int | str = "auto",
+    reduce: str | None = None,
+    repeat: int = 1,
+) -> BenchReport:
+    """Run the loop on each backend and compare against serial (run first, always)."""
+    if repeat < 1:
+        raise UsageError(f"--repeat must be at least 1, not {repeat}")
+    names = ["serial", *[b for b in backends if b != "serial"]]
+    runs: dict[str, BackendRun] = {}
+    for name in names:
+        runs[name] = bench_backend(
+            name, target, items, settings=settings, workers=workers,
+            chunk_size=chunk_size, reduce=reduce, repeat=repeat,
+        )  # fmt: skip
+    base = runs["serial"].wall_s
+    for run in runs.values():
+        run.speedup = base / run.wall_s if run.wall_s > 0 else float("inf")
+        run.efficiency = run.speedup / run.workers
+    identical = all(r.result == runs["serial"].result for r in runs.values())
+    return BenchReport(target, len(items), runs, identical)
+
+
+def format_table(report: BenchReport) -> str:
+    """The human table: wall time, speedup, efficiency per worker, chunks, overhead."""
+    lines = [
+        f"{report.target} over {report.items} items",
+        f"{'backend':<8} {'workers':>7} {'wall s':>9} {'speedup':>8} {'efficiency':>10} {'chunks':>7} {'overhead':>8}",
+    ]
+    for r in report.runs.values():
+        lines.append(
+            f"{r.name:<8} {r.workers:>7} {r.wall_s:>9.3f} {r.speedup:>7.2f}x {r.efficiency:>9.0%} "
+            f"{r.chunks:>7} {r.overhead:>8.0%}"
+        )
+    lines.append(f"identical results: {'yes' if report.identical else 'NO'}; cluster start-up {report.startup_s:.2f} s")
+    return "\n".join(lines)
+
+
+def plot(report: BenchReport, path: str) -> None:
+    """Speedup per backend against the ideal (one per worker), as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'distloop[plot]'") from None
+    names = list(report.runs)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(names, [report.runs[n].speedup for n in names], color="#4C72B0", label="measured speedup")
+    ax.plot(names, [report.runs[n].workers for n in names], "k--", marker="o", label="ideal (workers)")
+    for i, n in enumerate(names):
+        ax.annotate(f"{report.runs[n].speedup:.2f}x", (i, report.runs[n].speedup), ha="center", va="bottom")
+    ax.set_ylabel("speedup vs serial")
+    ax.set_title(f"{report.target}, {report.items} items")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,129 @@
+"""``make perf``: distloop's performance targets, measured side by side in one run.
+
+Not part of ``make test``: timings on a shared 2-core machine are noisy, so the
+targets are ratios between runs made here, one after the other, on the same
+redis-server and the same already-running workers. Prints one line per target:
+``name: measured (target) PASS|FAIL``; exits 1 if any target fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from celery import group
+
+from producer.bench import run_bench
+from tasks import defaults
+from tasks.application import make_app
+from tasks.settings import Settings
+from worker.celery_worker import start_worker
+from worker.embedded import EmbeddedCluster
+from worker.redis_server import start_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS: list[tuple[str, str, str, bool]] = []
+
+
+def record(name: str, measured: str, target: str, ok: bool) -> None:
+    RESULTS.append((name, measured, target, ok))
+    print(f"{name}: {measured} ({target}) {'PASS' if ok else 'FAIL'}", flush=True)
+
+
+def speedups(settings: Settings, target: str, items: range, backends: list[str], repeat: int) -> dict[str, float]:
+    report = run_bench(target, items, backends, settings=settings, repeat=repeat)
+    assert report.identical, f"{target}: backends disagree"
+    for run in report.runs.values():
+        print(f"  {target} {run.name}: {run.wall_s:.3f} s, {run.speedup:.2f}x, {run.chunks} chunks", flush=True)
+    return {name: run.speedup for name, run in report.runs.items()}
+
+
+def dispatch_rates(settings: Settings, n: int) -> tuple[float, float]:
+    """Chunk tasks per second with --chunk-size 1, and a plain group + join_native."""
+    report = run_bench("tasks.demo:square", range(n), ["celery"], settings=settings, chunk_size=1)
+    ours = n / report.runs["celery"].wall_s
+    app = make_app(settings)
+    item = app.signature(defaults.ITEM_TASK, queue=defaults.QUEUE)
+    started = time.perf_counter()
+    result = group(item.clone(args=("tasks.demo:square", i)) for i in range(n)).apply_async()
+    values = result.join_native(timeout=600)
+    plain = n / (time.perf_counter() - started)
+    assert values == [i * i for i in range(n)]
+    result.forget()
+    app.close()
+    return ours, plain
+
+
+def peak_rss_mib(argv: list[str], env: dict[str, str]) -> float:
+    """Peak resident memory of a command (its own process), in MiB."""
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    return usage.ru_maxrss / 1024
+
+
+def median_of(n: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(n))
+
+
+def startup_seconds() -> float:
+    cluster = EmbeddedCluster()
+    try:
+        cluster.start()
+        return cluster.startup_s
+    finally:
+        cluster.stop()
+
+
+def main() -> int:
+    redis = start_redis()
+    settings = Settings(broker_url=redis.url)
+    log = tempfile.NamedTemporaryFile(prefix="distloop-perf-worker-", suffix=".log", delete=False).name
+    worker = start_worker(settings, concurrency=os.cpu_count() or 2, hostname="perf@%h", cwd=str(ROOT), log_path=log)
+    try:
+        s = speedups(settings, "tasks.demo:calc_stuff", range(2000), ["process", "celery"], repeat=3)
+        record("calc_stuff 0:2000 celery speedup", f"{s['celery']:.2f}x", ">= 1.85x", s["celery"] >= 1.85)
+        ratio = s["celery"] / s["process"]
+        record("calc_stuff celery / process speedup", f"{ratio:.2f}", ">= 0.95", ratio >= 0.95)
+
+        s = speedups(settings, "tasks.demo:skewed", range(2600), ["celery"], repeat=3)
+        record("skewed 0:2600 celery speedup", f"{s['celery']:.2f}x", ">= 1.8x", s["celery"] >= 1.8)
+
+        report = run_bench("tasks.demo:square", range(1_000_000), ["process", "celery"], settings=settings, repeat=3)
+        wall = {n: r.wall_s for n, r in report.runs.items()}
+        ratio = wall["celery"] / wall["process"]
+        print(f"  square 0:1000000 walls: {json.dumps({k: round(v, 3) for k, v in wall.items()})}")
+        record("square 0:1000000 celery / process wall", f"{ratio:.2f}", "<= 2.0", ratio <= 2.0 and report.identical)
+
+        ours, plain = dispatch_rates(settings, 20_000)
+        ratio = ours / plain
+        record("dispatch chunk-size 1 vs group+join_native", f"{ours:.0f}/s vs {plain:.0f}/s = {ratio:.2f}x", ">= 3x",
+               ratio >= 3)  # fmt: skip
+
+        env = {**os.environ, "DISTLOOP_BROKER_URL": redis.url}
+        cmd = [sys.executable, "-m", "producer.cli", "run", "tasks.demo:square", "--reduce", "sum", "--range"]
+        small = peak_rss_mib([*cmd, "0:1000000"], env)
+        big = peak_rss_mib([*cmd, "0:100000000"], env)
+        record("reduce sum peak RSS 1e8 / 1e6 items", f"{big:.1f} / {small:.1f} MiB = {big / small:.2f}", "<= 1.2",
+               big / small <= 1.2)  # fmt: skip
+    finally:
+        worker.stop()
+        redis.stop()
+        os.unlink(log)
+    up = median_of(3, startup_seconds)
+    record("embedded cluster start-up", f"{up:.2f} s", "<= 2.5 s", up <= 2.5)
+    failed = [r for r in RESULTS if not r[3]]
+    print(f"{len(RESULTS) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
