@@ -86,7 +86,8 @@ def startup_seconds() -> float:
 def main() -> int:
     redis = start_redis()
     settings = Settings(broker_url=redis.url)
-    log = tempfile.NamedTemporaryFile(prefix="distloop-perf-worker-", suffix=".log", delete=False).name
+    fd, log = tempfile.mkstemp(prefix="distloop-perf-worker-", suffix=".log")
+    os.close(fd)
     worker = start_worker(settings, concurrency=os.cpu_count() or 2, hostname="perf@%h", cwd=str(ROOT), log_path=log)
     try:
         s = speedups(settings, "tasks.demo:calc_stuff", range(2000), ["process", "celery"], repeat=3)
