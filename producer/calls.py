@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import builtins
-import functools
 import inspect
 import itertools
 import math
@@ -82,10 +81,15 @@ def pool_chunksize(items: int, workers: int) -> int:
     return max(1, math.ceil(items / (defaults.MIN_CHUNKS_PER_WORKER * max(1, workers))))
 
 
-@functools.cache
+_REMOTE_CLASSES: dict[type[Exception], type[CallFailed]] = {}
+
+
 def _remote_class(base: type[Exception]) -> type[CallFailed]:
     """A ``CallFailed`` that is also a ``base`` (``except ValueError`` still catches it)."""
-    return type(f"Remote{base.__name__}", (CallFailed, base), {"__str__": BaseException.__str__})
+    if base not in _REMOTE_CLASSES:
+        namespace = {"__str__": BaseException.__str__, "__module__": __name__}
+        _REMOTE_CLASSES[base] = type(f"Remote{base.__name__}", (CallFailed, base), namespace)
+    return _REMOTE_CLASSES[base]
 
 
 def call_error(error: dict[str, Any], call: str) -> Exception:
@@ -170,9 +174,9 @@ class CallDispatcher:
         """No new calls; with ``cancel_futures`` drop those not sent yet; with ``wait`` block until done."""
         with self._lock:
             self._closing = True
-            if cancel_futures:
-                self._cancel_pending()
+            dropped = self._take_pending() if cancel_futures else []
             self._wake.notify_all()
+        _cancel(dropped)
         if wait and threading.current_thread() is not self._thread:
             self._thread.join()
 
@@ -180,16 +184,17 @@ class CallDispatcher:
         """Stop now: cancel what was not sent, drop the jobs on the workers, fail what was in flight."""
         with self._lock:
             self._closing = self._terminating = True
-            self._cancel_pending()
+            dropped = self._take_pending()
             self._wake.notify_all()
+        _cancel(dropped)
         if threading.current_thread() is not self._thread:
             self._thread.join()
 
-    def _cancel_pending(self) -> None:
-        for chunk in self._pending:
-            for future in chunk.futures:
-                future.cancel()
+    def _take_pending(self) -> list[_Chunk]:
+        # Cancelled outside the lock: done callbacks may submit again (imap).
+        chunks = list(self._pending)
         self._pending.clear()
+        return chunks
 
     def _check_open(self) -> None:
         if self._broken is not None:
@@ -225,7 +230,7 @@ class CallDispatcher:
 
     def _take_sendable(self) -> list[_Chunk]:
         """Chunks to send now (within the window), their Futures marked running; cancelled calls dropped."""
-        batch = []
+        batch: list[_Chunk] = []
         while self._pending and len(self._in_flight) + len(batch) < self.window:
             chunk = self._pending.popleft()
             keep = [n for n, f in enumerate(chunk.futures) if f.set_running_or_notify_cancel()]
@@ -292,6 +297,12 @@ class CallDispatcher:
             if self.own_backend:
                 self.backend.close()
             _live.discard(self)
+
+
+def _cancel(chunks: list[_Chunk]) -> None:
+    for chunk in chunks:
+        for future in chunk.futures:
+            future.cancel()
 
 
 def _encode_call(target: str, args: Sequence[Any], kwargs: dict[str, Any], position: int) -> list[Any]:

@@ -18,7 +18,7 @@ from concurrent.futures import Executor, Future
 from typing import Any
 
 from producer.backend import Backend, get_backend
-from producer.calls import CallDispatcher, pool_chunksize
+from producer.calls import Call, CallDispatcher, pool_chunksize
 from tasks.settings import Settings
 
 
@@ -91,7 +91,7 @@ class CeleryExecutor(Executor):
         about four chunks per worker process, instead of one message per item.
         """
         end = time.monotonic() + timeout if timeout is not None else None
-        calls = [(args, {}) for args in zip(*iterables, strict=False)]
+        calls: list[Call] = [(args, {}) for args in zip(*iterables, strict=False)]
         size = chunksize if chunksize is not None else pool_chunksize(len(calls), self.workers)
         futures = self._dispatcher.submit_calls(fn, calls, size)
         return _results_in_order(futures, end)
