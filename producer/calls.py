@@ -24,11 +24,8 @@ has not been sent can still be cancelled, as in ``concurrent.futures``.
 from __future__ import annotations
 
 import atexit
-import builtins
-import inspect
 import itertools
 import math
-import reprlib
 import threading
 import uuid
 import weakref
@@ -40,17 +37,13 @@ from typing import Any
 
 from producer.assemble import fatal_error
 from producer.backend import Backend, JobSpec
+from producer.call_errors import call_error, describe, encode_call, name_of
 from tasks import codec, defaults
 from tasks.errors import (
     BrokerUnavailable,
-    CallFailed,
     DistloopError,
-    RemoteTraceback,
-    ResultNotSerializable,
-    TargetError,
 )
 from tasks.kernel import ChunkResult, ChunkSpec
-from tasks.resolve import target_of
 
 #: Seconds the collector waits for results before looking at new submissions again.
 POLL_SECONDS = 0.05
@@ -58,55 +51,9 @@ POLL_SECONDS = 0.05
 Call = tuple[Sequence[Any], dict[str, Any]]
 
 
-def name_of(fn: Callable[..., Any]) -> str:
-    """``fn``'s target name for the workers; a clear error for what cannot travel by name."""
-    if inspect.ismethod(fn) and not isinstance(fn.__self__, type):
-        raise TargetError(f"{fn!r} is a bound method: workers find functions by name, pass a module-level function")
-    try:
-        return target_of(fn)
-    except TargetError as exc:
-        raise TargetError(f"{exc} (workers find functions by name, so lambdas and closures cannot travel)") from None
-
-
-def describe(target: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
-    """``tasks.demo:cube(7)``: a call as error messages show it."""
-    short = reprlib.Repr()
-    short.maxstring = short.maxother = 40
-    parts = [short.repr(a) for a in args] + [f"{k}={short.repr(v)}" for k, v in kwargs.items()]
-    return f"{target}({', '.join(parts)})"
-
-
 def pool_chunksize(items: int, workers: int) -> int:
     """``multiprocessing.Pool``'s rule: about four chunks per worker process."""
     return max(1, math.ceil(items / (defaults.MIN_CHUNKS_PER_WORKER * max(1, workers))))
-
-
-_REMOTE_CLASSES: dict[type[Exception], type[CallFailed]] = {}
-
-
-def _remote_class(base: type[Exception]) -> type[CallFailed]:
-    """A ``CallFailed`` that is also a ``base`` (``except ValueError`` still catches it)."""
-    if base not in _REMOTE_CLASSES:
-        namespace = {"__str__": BaseException.__str__, "__module__": __name__}
-        _REMOTE_CLASSES[base] = type(f"Remote{base.__name__}", (CallFailed, base), namespace)
-    return _REMOTE_CLASSES[base]
-
-
-def call_error(error: dict[str, Any], call: str) -> Exception:
-    """The exception a caller sees for a failed call, with the worker's traceback as ``__cause__``."""
-    if error.get("type") == "NotJSONable":
-        return ResultNotSerializable(f"result of {call}: {error['message']}")
-    exc: CallFailed
-    base = getattr(builtins, str(error.get("type")), None)
-    try:
-        if not (isinstance(base, type) and issubclass(base, Exception)) or issubclass(base, OSError):
-            raise TypeError  # OSError's constructor reinterprets its arguments: keep the plain error
-        exc = _remote_class(base)(call, error["type"], error["message"], error.get("traceback", ""))
-    except TypeError:
-        exc = CallFailed(call, error["type"], error["message"], error.get("traceback", ""))
-    if exc.remote_traceback:
-        exc.__cause__ = RemoteTraceback(exc.remote_traceback)
-    return exc
 
 
 @dataclass
@@ -159,7 +106,7 @@ class CallDispatcher:
         while batch := list(itertools.islice(calls, chunksize)):
             encoded = []
             for args, kwargs in batch:
-                encoded.append(_encode_call(target, args, kwargs, position))
+                encoded.append(encode_call(target, args, kwargs, position))
                 position += 1
             chunk = _Chunk(self._job_for(target), encoded, [Future() for _ in batch])
             chunks.append(chunk)
@@ -303,17 +250,6 @@ def _cancel(chunks: list[_Chunk]) -> None:
     for chunk in chunks:
         for future in chunk.futures:
             future.cancel()
-
-
-def _encode_call(target: str, args: Sequence[Any], kwargs: dict[str, Any], position: int) -> list[Any]:
-    try:
-        return [codec.encode(list(args)), codec.encode(dict(kwargs))]
-    except codec.NotJSONable as exc:
-        raise ResultNotSerializable(
-            f"cannot send {describe(target, args, kwargs)} (item {position}): {exc}; "
-            "arguments and results may be None, bool, int, float, str, and lists, tuples "
-            "and str-keyed dicts of these"
-        ) from None
 
 
 def _complete(chunk: _Chunk, result: ChunkResult) -> None:
