@@ -269,6 +269,14 @@ def test_pool_imap_yields_in_order_raises_at_the_item_and_goes_on(broker: str) -
         assert sorted(pool.imap_unordered(square, range(30), chunksize=4)) == [square(i) for i in range(30)]
 
 
+def test_pool_close_lets_a_running_imap_finish_its_input(broker: str) -> None:
+    pool = Pool(2, broker=broker)
+    results = pool.imap(square, iter(range(100)))  # read lazily: far more than is in flight
+    pool.close()
+    pool.join()
+    assert list(results) == [square(i) for i in range(100)]
+
+
 def test_pool_apply_async_callbacks_and_timeout(broker: str, gate: Gate) -> None:
     values: list[object] = []
     errors: list[BaseException] = []
@@ -335,3 +343,23 @@ def test_joblib_missing_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(__import__("sys").modules, "joblib", None)
     with pytest.raises(UsageError, match=r"pip install 'distloop\[joblib\]'"):
         register_joblib()
+
+
+# --- the same facades on every backend, and the allow-list --------------------------------
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread", "process"])
+def test_facades_run_on_the_local_backends_too(backend: str) -> None:
+    """One backend interface: the facades pick a backend by name, like run_loop."""
+    with CeleryExecutor(2, backend=backend) as ex:
+        assert_same(list(ex.map(calc_stuff, range(0, 70, 7))), [calc_stuff(p) for p in range(0, 70, 7)])
+    with Pool(2, backend=backend) as pool:
+        assert_same(pool.starmap(workloads.add, [(1, 2), (3, 4)]), [3, 7])
+
+
+def test_workers_refuse_functions_outside_their_allow_list(broker: str) -> None:
+    from producer import TargetNotAllowed
+    from producer.ranges import count_chunks
+
+    with CeleryExecutor(broker=broker) as ex, pytest.raises(TargetNotAllowed, match="allow-list"):
+        ex.submit(count_chunks, 10, 3).result(timeout=60)
