@@ -7,6 +7,8 @@ bit for bit.
 
 from __future__ import annotations
 
+import decimal
+import enum
 import math
 import multiprocessing
 import os
@@ -19,6 +21,8 @@ from typing import Any
 import pytest
 
 from producer import CallFailed, CeleryExecutor, Pool, ResultNotSerializable, TargetError
+from producer.call_errors import call_error
+from tasks import codec
 from tasks.demo import calc_stuff, cube, square
 from tests import workloads
 from tests.conftest import Workers
@@ -114,6 +118,7 @@ def test_seed_cube_with_executor(broker: str) -> None:
 def test_seed_on_embedded_cluster_and_functions_from_two_modules(monkeypatch: pytest.MonkeyPatch) -> None:
     """No broker configured: the executor starts its own cluster and stops it (by pid) on shutdown."""
     monkeypatch.delenv("DISTLOOP_BROKER_URL", raising=False)
+    monkeypatch.delenv("DISTLOOP_ALLOW", raising=False)  # tests.workloads is allowed only as it comes
     offset = 7
     with CeleryExecutor() as pool:  # was: concurrent.futures.ProcessPoolExecutor()
         out1, out2, out3 = zip(*pool.map(calc_stuff, range(0, 10 * offset, offset)), strict=True)
@@ -363,3 +368,36 @@ def test_workers_refuse_functions_outside_their_allow_list(broker: str) -> None:
 
     with CeleryExecutor(broker=broker) as ex, pytest.raises(TargetNotAllowed, match="allow-list"):
         ex.submit(count_chunks, 10, 3).result(timeout=60)
+
+
+# --- units: the codec's refusals, and the errors a caller sees ------------------------------
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value, type_name",
+    [({1}, "set"), (b"x", "bytes"), (Colour.RED, "tests.test_facades.Colour"), (Name("a"), "tests.test_facades.Name"),
+     (decimal.Decimal(1), "decimal.Decimal"), ({1: 2}, "dict with int keys"), ([1, (2, {3})], "set")],
+)  # fmt: skip
+def test_codec_refuses_other_types_by_name(value: object, type_name: str) -> None:
+    with pytest.raises(codec.NotJSONable) as info:
+        codec.encode(value)
+    assert info.value.type_name == type_name
+
+
+def test_call_errors_keep_builtin_types_and_the_worker_traceback() -> None:
+    error = {"type": "KeyError", "message": "'k'", "traceback": "Traceback ...\nKeyError: 'k'"}
+    exc = call_error(error, "m:f(1)")
+    assert isinstance(exc, KeyError) and isinstance(exc, CallFailed)
+    assert str(exc) == "m:f(1) raised KeyError: 'k'" and "KeyError" in str(exc.__cause__)
+    odd = call_error({"type": "FileNotFoundError", "message": "gone"}, "m:f(2)")
+    assert type(odd) is CallFailed  # OSError's constructor would reinterpret the arguments
+    own = call_error({"type": "MyError", "message": "x"}, "m:f(3)")
+    assert type(own) is CallFailed and own.exc_type == "MyError"
