@@ -362,6 +362,15 @@ def test_facades_run_on_the_local_backends_too(backend: str) -> None:
         assert_same(pool.starmap(workloads.add, [(1, 2), (3, 4)]), [3, 7])
 
 
+def test_an_unreachable_broker_fails_at_construction_with_one_clear_error() -> None:
+    from producer import BrokerUnavailable
+
+    with pytest.raises(BrokerUnavailable, match="cannot reach Redis at redis://127.0.0.1:1/0"):
+        CeleryExecutor(broker="redis://127.0.0.1:1/0")
+    with pytest.raises(BrokerUnavailable):
+        Pool(broker="redis://127.0.0.1:1/0")
+
+
 def test_workers_refuse_functions_outside_their_allow_list(broker: str) -> None:
     from producer import TargetNotAllowed
     from producer.ranges import count_chunks
