@@ -365,7 +365,7 @@ def test_facades_run_on_the_local_backends_too(backend: str) -> None:
 def test_an_unreachable_broker_fails_at_construction_with_one_clear_error() -> None:
     from producer import BrokerUnavailable
 
-    with pytest.raises(BrokerUnavailable, match="cannot reach Redis at redis://127.0.0.1:1/0"):
+    with pytest.raises(BrokerUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"):
         CeleryExecutor(broker="redis://127.0.0.1:1/0")
     with pytest.raises(BrokerUnavailable):
         Pool(broker="redis://127.0.0.1:1/0")
