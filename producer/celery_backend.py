@@ -98,8 +98,11 @@ class CeleryBackend(Backend):
         return self.requested_workers or total
 
     def open_job(self, job: JobSpec) -> None:
-        self.start((job.target.rpartition(":")[0],))
+        module = job.target.rpartition(":")[0]
+        self.start((module,))
         assert self.app is not None and self.store is not None
+        if self.cluster is not None:  # our private workers: allow this job's module too
+            self.store.allow([module])
         self.store.create(
             job.job_id, {"target": job.target, "reduce": job.reduce, "on_error": job.on_error, **job.meta}
         )

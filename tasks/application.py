@@ -51,7 +51,10 @@ def chunk(
     store = job_store()
     if not store.mark_started(job_id, spec["index"], self.request.hostname or ""):
         return  # the job was cancelled or has finished: nothing to do
-    result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, settings.allowed_patterns)
+    allow = settings.allowed_patterns
+    if settings.allow_from_store:  # the embedded cluster: its producer adds modules as it meets them
+        allow += store.allowed()
+    result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, allow)
     result.host = self.request.hostname or ""
     if result.fatal:
         logger.warning("refused chunk %s of job %s: %s", result.index, job_id, result.fatal["message"])

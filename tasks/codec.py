@@ -1,9 +1,12 @@
 """Values on the wire: JSON only, yet tuples stay tuples.
 
 JSON carries None, bools, ints of any size, floats (``repr`` round-trips every
-bit), strings, lists and dicts with string keys. Tuples are tagged so that
-``zip(*pool.map(f, ...))`` sees what a local call returns. Anything else is
-refused with the type's name instead of being pickled.
+bit; ``nan``, ``inf`` and ``-inf`` travel as Python's JSON writes them, and a
+NaN comes back as the standard NaN), strings, lists and dicts with string keys.
+Tuples are tagged so that ``zip(*pool.map(f, ...))`` sees what a local call
+returns. Anything else, subclasses included (``numpy.float64``, an ``IntEnum``,
+a ``str`` subclass), is refused with the type's name instead of being pickled or
+silently turned into its base type.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ class NotJSONable(TypeError):
     """A value of a type JSON cannot carry faithfully."""
 
     def __init__(self, type_name: str) -> None:
+        # Named as a user would import it: "set", "decimal.Decimal", "numpy.float64".
         self.type_name = type_name
         super().__init__(f"a value of type {type_name} cannot travel as JSON")
 
 
 def encode(value: Any) -> Any:
     """Return a JSON-ready form of ``value`` that :func:`decode` turns back into it."""
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or type(value) in (bool, str):
         return value
     if isinstance(value, int) and type(value) is int:
         return value
@@ -38,10 +42,16 @@ def encode(value: Any) -> Any:
         out = {}
         for key, item in value.items():
             if type(key) is not str:
-                raise NotJSONable(f"dict with {type(key).__name__} keys")
+                raise NotJSONable(f"dict with {type_name(key)} keys")
             out[key] = encode(item)
         return {_DICT: out} if (_TUPLE in out or _DICT in out) else out
-    raise NotJSONable(type(value).__name__)
+    raise NotJSONable(type_name(value))
+
+
+def type_name(value: Any) -> str:
+    """``value``'s type as a user would import it: ``set``, ``decimal.Decimal``."""
+    cls = type(value)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def decode(value: Any) -> Any:

@@ -63,6 +63,20 @@ class ChunkFailed(DistloopError):
         super().__init__(f"f({index}) raised {exc_type}: {message}")
 
 
+class CallFailed(ChunkFailed):
+    """A call made through the Executor, Pool or joblib facade raised on a worker.
+
+    ``call`` describes it (``tasks.demo:cube(7)``). When the worker's exception
+    is a built-in type, the error the caller sees is also an instance of that
+    type, so ``except ValueError:`` keeps working after the switch.
+    """
+
+    def __init__(self, call: str, exc_type: str, message: str, traceback: str = "") -> None:
+        super().__init__(call, exc_type, message, traceback)
+        self.call = call
+        self.args = (f"{call} raised {exc_type}: {message}",)
+
+
 class Interrupted(DistloopError):
     """The user interrupted the job (Ctrl-C or SIGTERM)."""
 

@@ -9,6 +9,9 @@ Keys (all expire after ``result_expires``):
 - ``distloop:job:<id>:running``  hash: chunk index -> {"host", "at"} while a worker runs it
 
 A chunk delivered twice writes the same field twice: harmless (decision 3).
+
+``distloop:allow`` (a set) holds modules the embedded cluster's producer added
+to its workers' allow-list while running (see ``Settings.allow_from_store``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import redis
 
 PREFIX = "distloop:job:"
+ALLOW_KEY = "distloop:allow"
 
 
 def _keys(job_id: str) -> tuple[str, str, str, str]:
@@ -100,6 +104,15 @@ class JobStore:
     def forget_results(self, job_id: str, indices: list[int]) -> None:
         if indices:
             self.client.hdel(_keys(job_id)[1], *[str(i) for i in indices])
+
+    def allow(self, patterns: list[str]) -> None:
+        """Add ``patterns`` to the allow-list of workers with ``allow_from_store``."""
+        if patterns:
+            self.client.sadd(ALLOW_KEY, *patterns)
+
+    def allowed(self) -> tuple[str, ...]:
+        """The patterns :meth:`allow` added."""
+        return tuple(sorted(_text(p) for p in self.client.smembers(ALLOW_KEY)))
 
     def delete(self, job_id: str) -> None:
         self.client.delete(*_keys(job_id))

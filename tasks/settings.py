@@ -16,6 +16,7 @@ ENV_RESULT = "DISTLOOP_RESULT_URL"
 ENV_ALLOW = "DISTLOOP_ALLOW"
 ENV_TIME_LIMIT = "DISTLOOP_CHUNK_TIME_LIMIT"
 ENV_VISIBILITY = "DISTLOOP_VISIBILITY_TIMEOUT"
+ENV_ALLOW_FROM_STORE = "DISTLOOP_ALLOW_FROM_STORE"
 
 
 def split_patterns(text: str | None) -> tuple[str, ...]:
@@ -59,6 +60,11 @@ class Settings:
     socket_timeout: float = defaults.SOCKET_TIMEOUT
     socket_connect_timeout: float = defaults.SOCKET_CONNECT_TIMEOUT
     health_check_interval: int = defaults.HEALTH_CHECK_INTERVAL
+    # Workers also allow the modules listed in their Redis (``JobStore.allow``).
+    # Only the embedded cluster sets it: its Redis is private (random password,
+    # loopback), so whoever can write there already runs code as this user.
+    # Never set it on workers that serve a shared broker.
+    allow_from_store: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -68,6 +74,7 @@ class Settings:
             "broker_url": env.get(ENV_BROKER) or None,
             "result_url": env.get(ENV_RESULT) or None,
             "allow": split_patterns(env.get(ENV_ALLOW)),
+            "allow_from_store": env.get(ENV_ALLOW_FROM_STORE) == "1",
         }
         if env.get(ENV_TIME_LIMIT):
             limit = float(env[ENV_TIME_LIMIT])
@@ -100,6 +107,8 @@ class Settings:
         env = {ENV_BROKER: self.effective_broker_url, ENV_ALLOW: ",".join(self.allow)}
         if self.result_url:
             env[ENV_RESULT] = self.result_url
+        if self.allow_from_store:
+            env[ENV_ALLOW_FROM_STORE] = "1"
         return env
 
     def redis_options(self) -> dict[str, Any]:

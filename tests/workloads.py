@@ -28,3 +28,33 @@ def slow(i: int) -> int:
 def sleep_ms(i: int, ms: int = 20) -> int:
     time.sleep(ms / 1000)
     return i
+
+
+# --- for the Executor, Pool and joblib facades (tests/test_facades.py) ---
+
+
+def echo(value: object) -> object:
+    return value
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def scaled(x: int, *, factor: int = 1) -> int:
+    return x * factor
+
+
+def where(i: int) -> list[int]:
+    """``[i, pid, parent pid]`` of the process that ran the call: proof of where it ran."""
+    return [i, os.getpid(), os.getppid()]
+
+
+def wait_for_file(path: str, i: int = 0, limit: float = 120.0) -> int:
+    """Block until ``path`` exists (a test releases it), noting in ``path.ran`` that item ``i`` ran."""
+    with open(f"{path}.ran", "a") as log:
+        log.write(f"{i}\n")
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return i

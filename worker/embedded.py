@@ -3,7 +3,9 @@
 A private redis-server (random password, loopback, no persistence) and one
 local prefork worker with one process per core, importing from the producer's
 working directory. Ready before the first chunk is sent; stopped by pid at
-exit, on errors and on Ctrl-C.
+exit, on errors and on Ctrl-C. Its workers also allow the modules its producer
+adds to the private Redis later (``JobStore.allow``), so an Executor can run
+functions from a module it meets after the cluster started.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ class EmbeddedCluster:
         try:
             self.redis = start_redis()
             self.settings = self.base_settings.replace(
-                broker_url=self.redis.url, result_url=None, allow=self.base_settings.allow + self.allow
+                broker_url=self.redis.url,
+                result_url=None,
+                allow=self.base_settings.allow + self.allow,
+                # The Executor and Pool meet functions from new modules as they go.
+                allow_from_store=True,
             )
             fd, self.log_path = tempfile.mkstemp(prefix="distloop-worker-", suffix=".log")
             os.close(fd)
