@@ -103,7 +103,8 @@ def descendants(pid: int) -> set[int]:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
+            if fields[0] != "Z":  # a zombie waits for init to reap it; it no longer runs
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
     found: set[int] = set()
     todo = [pid]
     while todo:
@@ -112,6 +113,14 @@ def descendants(pid: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Workers, descendants, run_cli
+from tests.conftest import ROOT, Workers, descendants, run_cli, running
 
 SUM_OF_SQUARES = 333328333350000  # sum(i * i for i in range(100_000))
 
@@ -117,7 +117,7 @@ def test_ctrl_c_stops_everything_it_started_with_exit_130() -> None:
         assert proc.returncode == 130, err
         assert time.monotonic() - sent < 5
         assert "interrupted" in err and "Traceback" not in err
-        assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
+        assert not [pid for pid in started if running(pid)]
     finally:
         if proc.poll() is None:
             proc.kill()

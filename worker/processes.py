@@ -27,6 +27,25 @@ def _die_with_parent(sig: int) -> Any:
     return preexec
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``, from /proc.
+
+    Orphaned pool children are reaped by init, which may take its time; a
+    zombie no longer runs, so it does not count.
+    """
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry))
+    return members
+
+
 class ManagedProcess:
     """A subprocess leading its own process group, stopped by pid on :meth:`stop`."""
 
@@ -81,12 +100,18 @@ class ManagedProcess:
                 self.popen.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 pass
-        # Children (a prefork pool) may outlive their parent briefly: kill the group.
+        # Children (a prefork pool) may outlive their parent briefly: kill the group,
+        # and return only once every member is gone.
         self.send_signal(signal.SIGKILL)
         try:
-            return self.popen.wait(timeout=grace)
+            code = self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             return None
+        if self.own_session:
+            deadline = time.monotonic() + grace
+            while group_members(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return code
 
     def wait_for(self, predicate: Any, timeout: float, what: str) -> None:
         """Poll ``predicate`` until true; fail early if the process exits."""
