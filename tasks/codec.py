@@ -26,13 +26,12 @@ class NotJSONable(TypeError):
         super().__init__(f"a value of type {type_name} cannot travel as JSON")
 
 
+_SCALARS = frozenset({int, float, str, bool, type(None)})
+
+
 def encode(value: Any) -> Any:
     """Return a JSON-ready form of ``value`` that :func:`decode` turns back into it."""
-    if value is None or type(value) in (bool, str):
-        return value
-    if isinstance(value, int) and type(value) is int:
-        return value
-    if isinstance(value, float) and type(value) is float:
+    if type(value) in _SCALARS:  # exact types only: subclasses are refused below
         return value
     if type(value) is list:
         return [encode(v) for v in value]
@@ -54,8 +53,16 @@ def type_name(value: Any) -> str:
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
+def encode_all(values: Any) -> list[Any]:
+    """``[encode(v) for v in values]``, without a call per plain scalar (the common case)."""
+    scalars = _SCALARS
+    return [v if type(v) in scalars else encode(v) for v in values]
+
+
 def decode(value: Any) -> Any:
     """Invert :func:`encode`."""
+    if type(value) in _SCALARS:
+        return value
     if type(value) is list:
         return [decode(v) for v in value]
     if type(value) is dict:
