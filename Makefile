@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint install redis clean
+.PHONY: run test lint perf install redis clean
 
 install: redis
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ redis:
 	    echo "redis-server is missing: install it (sudo apt-get install redis-server) and run make again" >&2; exit 1; \
 	  fi; }
 
+# The showcase: the seed workload on every backend, side by side, on the embedded cluster.
 run: install
-	$(BIN)/distloop run tasks.demo:calc_stuff --range 0:2000 --output calc_stuff.jsonl
+	$(BIN)/distloop bench tasks.demo:calc_stuff --range 0:2000 --plot bench-calc_stuff.png
+
+# Performance targets, measured as ratios in one run (not part of make test: timings are noisy).
+perf: install
+	$(PY) -m tests.perf
 
 lint: install
 	$(BIN)/ruff check tasks worker producer tests
