@@ -1,0 +1,74 @@
+"""`distloop status`: workers, queue depth and a running job's chunks, read from Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from producer import run_job
+from tests.conftest import Workers, run_cli
+
+
+def status(workers: Workers, *args: str) -> Any:
+    return run_cli("status", *args, env={"DISTLOOP_BROKER_URL": workers.settings.effective_broker_url})
+
+
+@pytest.mark.integration
+def test_status_of_a_running_job_in_text_and_json(workers: Workers) -> None:
+    workers.start(concurrency=2, hostname=f"status-w-{os.getpid()}@%h")
+    job_id = f"statusjob{os.getpid()}"
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            # 40 chunks of 10 items x 20 ms on 2 processes: about 4 s, most chunks queued at first.
+            run_job("tests.workloads:sleep_ms", range(400), chunk_size=10, settings=workers.settings, job_id=job_id)
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while True:
+        result = status(workers, job_id, "--json")
+        if result.returncode == 0:
+            snapshot = json.loads(result.stdout)
+            if snapshot["job"]["done"] >= 1:
+                break
+        assert time.monotonic() < deadline and not finished.is_set(), result.stderr
+        time.sleep(0.1)
+
+    assert [(w["host"].split("@")[0], w["concurrency"]) for w in snapshot["workers"]] == [
+        (f"status-w-{os.getpid()}", 2)
+    ]
+    assert snapshot["processes"] == 2
+    job = snapshot["job"]
+    assert (job["items"], job["chunks"], job["chunk_size"], job["failed"]) == (400, 40, 10, 0)
+    # The dispatch window (64) holds all 40 chunks, so every chunk is done, running or queued.
+    assert job["unsent"] == 0 and job["done"] + job["running"] + job["queued"] == 40
+    assert job["running"] <= 2 and job["queued"] >= 1 and job["done"] < 40
+    assert snapshot["queue"]["depth"] >= job["queued"]
+
+    text = status(workers, job_id)
+    assert text.returncode == 0, text.stderr
+    assert "workers  1 online, 2 processes" in text.stdout
+    assert f"status-w-{os.getpid()}@" in text.stdout and "concurrency 2" in text.stdout
+    assert "400 items in 40 chunks of 10" in text.stdout
+    assert "/40 done" in text.stdout and "queued" in text.stdout and "0 failed" in text.stdout
+    assert finished.wait(120)
+
+    # A collected job is gone from Redis: one clear line, exit code 2.
+    gone = status(workers, job_id)
+    assert gone.returncode == 2 and f"unknown job '{job_id}'" in gone.stderr
+    idle = json.loads(status(workers, "--json").stdout)
+    assert idle["queue"]["depth"] == 0 and "job" not in idle
+
+
+def test_status_without_a_broker_exits_3() -> None:
+    result = run_cli("status", "--broker", "redis://:secret@127.0.0.1:1/0")
+    assert result.returncode == 3
+    assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in result.stderr and "secret" not in result.stderr
