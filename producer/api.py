@@ -97,6 +97,9 @@ def run_job(
         engine.start((job.target.rpartition(":")[0],))
         chunks, n_chunks, size = plan_chunks(items, chunk_size, fn, engine.workers)
         job.meta.update(items=len(items), chunks=n_chunks, chunk_size=size)
+        assembler.total_chunks = n_chunks
+        if progress is not None:
+            progress(assembler)  # show the totals before the first result
         started = time.perf_counter()
         run_chunks(engine, job, chunks, assembler, progress=progress)
         wall = time.perf_counter() - started
