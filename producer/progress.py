@@ -124,21 +124,33 @@ class RichProgress:
         self.progress.stop()
 
 
+def _rate(task: Task) -> float | None:
+    """Items per second since the job started (steadier than rich's burst-sensitive speed)."""
+    elapsed = task.finished_time if task.finished else task.elapsed
+    if not elapsed or elapsed < 0.5 or not task.completed:
+        return None
+    return task.completed / elapsed
+
+
 class RateColumn(ProgressColumn):
-    """Items per second, as rich estimates it over the last half minute."""
+    """Items per second since the job started."""
 
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.0f} items/s" if task.speed else "- items/s")
+        rate = _rate(task)
+        return Text(f"{rate:,.0f} items/s" if rate else "- items/s")
 
 
 class EtaColumn(ProgressColumn):
-    """Time left at the current rate, or "done"."""
+    """Time left at the rate so far, or "done"."""
 
     def render(self, task: Task) -> Text:
         if task.finished:
             return Text("done")
-        left = task.time_remaining
-        return Text(f"ETA {time.strftime('%H:%M:%S', time.gmtime(left))}" if left is not None else "ETA -:--:--")
+        rate = _rate(task)
+        if not rate or task.total is None:
+            return Text("ETA -:--:--")
+        left = (task.total - task.completed) / rate
+        return Text(f"ETA {time.strftime('%H:%M:%S', time.gmtime(left))}")
 
 
 def progress_for(
