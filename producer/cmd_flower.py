@@ -12,7 +12,7 @@ import time
 from producer.celery_backend import connect_store
 from tasks import defaults
 from tasks.settings import Settings, mask_url
-from worker.flower import start_flower
+from worker.flower import parse_basic_auth, start_flower
 
 NAME = "flower"
 
@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.basic_auth is not None:
+        parse_basic_auth(args.basic_auth)  # a malformed value is a usage error before anything starts
     settings = Settings.from_env(broker_url=args.broker)
     # Flower starts even when Redis is down; say so now rather than show an empty page.
     connect_store(settings.replace(result_url=None)).client.close()
