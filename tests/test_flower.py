@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from producer import run_job
-from tests.conftest import ROOT, Workers
-from worker.flower import FlowerProcess, start_flower
+from tasks.errors import UsageError
+from tests.conftest import ROOT, Workers, run_cli
+from worker.flower import FlowerProcess, parse_basic_auth, start_flower
 from worker.processes import ManagedProcess
 
 TARGET = "tests.workloads:sleep_ms"
@@ -152,3 +153,11 @@ def test_distloop_flower_command_prints_url_and_credentials_once(workers: Worker
         cli.stop()
     with pytest.raises(OSError):  # stopped with the command: nothing answers any more
         urllib.request.urlopen(url.group(1) + "/healthcheck", timeout=5)
+
+
+@pytest.mark.parametrize("text", ["nocolon", ":pass", "user:", "a:b,c:d"])
+def test_malformed_basic_auth_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError, match="USER:PASS"):
+        parse_basic_auth(text)
+    result = run_cli("flower", "--broker", "redis://127.0.0.1:1/0", "--basic-auth", text)
+    assert result.returncode == 2 and "USER:PASS" in result.stderr

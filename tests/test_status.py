@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from producer import run_job
+from producer.cmd_status import count_job_messages, queue_depth, queue_keys
+from tasks import defaults
+from tasks.application import make_app
+from tasks.settings import Settings
 from tests.conftest import Workers, run_cli
+from worker.redis_server import RedisServer
 
 
 def status(workers: Workers, *args: str) -> Any:
@@ -72,3 +77,22 @@ def test_status_without_a_broker_exits_3() -> None:
     result = run_cli("status", "--broker", "redis://:secret@127.0.0.1:1/0")
     assert result.returncode == 3
     assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in result.stderr and "secret" not in result.stderr
+
+
+@pytest.mark.integration
+def test_queue_depth_counts_every_priority_list(redis_server: RedisServer) -> None:
+    # kombu keeps one Redis list per priority step; a chunk sent with a priority lands in a sub-list.
+    settings = Settings(broker_url=redis_server.url)
+    app = make_app(settings)
+    try:
+        for index, priority in enumerate((0, 4, 9)):
+            app.send_task(defaults.CHUNK_TASK, args=("qjob", "tasks.demo:square", {"index": index}),
+                          task_id=f"qjob-{index}", queue=defaults.QUEUE, priority=priority)  # fmt: skip
+        app.send_task(defaults.CHUNK_TASK, task_id="otherjob-0", queue=defaults.QUEUE)
+    finally:
+        app.close()
+    client = redis_server.client()
+    lists = [key for key in queue_keys() if client.llen(key)]
+    assert len(lists) == 3  # the messages really are spread over sub-lists
+    assert queue_depth(client) == 4
+    assert sum(count_job_messages(client.lrange(key, 0, -1), "qjob") for key in queue_keys()) == 3
