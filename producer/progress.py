@@ -41,7 +41,7 @@ def _chunks(assembler: Assembler) -> str:
 
 
 class PlainProgress:
-    """A line every ``every`` seconds, and one at the end: items, chunks, rate, ETA, failures."""
+    """A line every ``every`` seconds, and the final state: items, chunks, rate, ETA, failures."""
 
     def __init__(self, total_items: int, every: float = defaults.PROGRESS_INTERVAL) -> None:
         self.total = total_items
@@ -54,11 +54,12 @@ class PlainProgress:
 
     def __call__(self, assembler: Assembler) -> None:
         now = time.monotonic()
-        if self.assembler is None:  # the job is planned: rates count from here, not from start-up
+        first = self.assembler is None
+        if first:  # the job is planned: rates count from here, not from start-up
             self.started = self.last_line = now
         self.assembler = assembler
         self.last_call = now
-        if now - self.last_line >= self.every:
+        if not first and now - self.last_line >= self.every:
             self.last_line = now
             self._line(assembler, now)
 
@@ -77,9 +78,13 @@ class PlainProgress:
         self.printed = (assembler.items, assembler.chunks)
 
     def close(self) -> None:
-        """Print the final state (as of the last result), unless the last line showed it."""
+        """Print the final state (as of the last result) if earlier lines left off before it.
+
+        A job shorter than one interval, or one that fails before its first line,
+        prints nothing here: the command's own summary or error line says it all.
+        """
         a = self.assembler
-        if a is not None and self.printed != (a.items, a.chunks):
+        if a is not None and self.printed is not None and self.printed != (a.items, a.chunks):
             self._line(a, self.last_call)
 
 
@@ -159,7 +164,8 @@ def progress_for(
     """The progress display for a job: None when ``enabled`` is False.
 
     By default (None, or True) a rich bar when stderr is a terminal, otherwise a
-    plain line every ``every`` seconds and one at the end.
+    plain line every ``every`` seconds and the final state (a job shorter than
+    ``every`` prints none: its summary line is enough).
     """
     if enabled is False:
         return None

@@ -92,8 +92,11 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(shared_workers: Work
 
 
 @pytest.mark.integration
-def test_no_progress_prints_only_the_summary(shared_workers: Workers) -> None:
+@pytest.mark.parametrize(
+    "options", [("--no-progress", "--progress-every", "0"), ("--progress-every", "600")], ids=["off", "short-job"]
+)
+def test_only_the_summary_without_progress_or_for_a_short_job(shared_workers: Workers, options: tuple[str]) -> None:
     env = {"DISTLOOP_BROKER_URL": shared_workers.settings.effective_broker_url}
-    result = run_cli(*JOB, "--no-progress", "--progress-every", "0", env=env)
+    result = run_cli(*JOB, *options, env=env)
     assert result.returncode == 0, result.stderr
     assert len(result.stderr.splitlines()) == 1 and "200 items in 20 chunks" in result.stderr
