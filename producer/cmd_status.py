@@ -46,39 +46,47 @@ def queue_depth(client: redis.Redis, queue: str = defaults.QUEUE) -> int:
     return sum(int(n) for n in pipe.execute())
 
 
-def count_job_messages(messages: list[bytes], job_id: str) -> int:
-    """How many queued ``messages`` belong to ``job_id`` (task ids are ``<job>-<index>``)."""
-    prefix, count = f"{job_id}-", 0
+def job_chunk_indices(messages: list[bytes], job_id: str) -> set[int]:
+    """Chunk indices of ``job_id`` among kombu messages: queue entries, or ``unacked`` values
+    (``[message, exchange, routing key]``). Task ids are ``<job>-<index>``."""
+    prefix, found = f"{job_id}-", set()
     for raw in messages:
         try:
-            count += str(json.loads(raw)["headers"]["id"]).startswith(prefix)
-        except (ValueError, KeyError, TypeError):
+            message = json.loads(raw)
+            task_id = str((message[0] if isinstance(message, list) else message)["headers"]["id"])
+        except (ValueError, KeyError, TypeError, IndexError):
             continue
-    return count
+        if task_id.startswith(prefix) and task_id[len(prefix) :].isdigit():
+            found.add(int(task_id[len(prefix) :]))
+    return found
 
 
 def job_status(store: JobStore, broker: redis.Redis, job_id: str) -> dict[str, Any]:
     """One job's progress from its ledger; :class:`UsageError` when Redis has no such job.
 
-    Done and running chunks and the queue are read in one transaction when the
-    ledger and the queue share a Redis, so a chunk moving on is counted once.
+    Done and running chunks and the broker's messages are read in one transaction
+    when the ledger and the queue share a Redis, so a chunk moving on is counted
+    once. Queued counts the job's chunks waiting in the queue, and those a worker
+    has taken (kombu's ``unacked`` hash, with late acks) but not started yet.
     """
     meta = store.meta(job_id)
     if meta is None:
         raise UsageError(f"unknown job {job_id!r}: no such job in Redis (a finished job is removed once collected)")
     _, failed = store.chunk_counts(job_id)
-    same = broker is store.client
     _, results_key, _, running_key = ledger_keys(job_id)
     pipe = store.client.pipeline(transaction=True)
-    pipe.hlen(results_key)
+    pipe.hkeys(results_key)
     pipe.hgetall(running_key)
-    if same:
-        for key in queue_keys():
-            pipe.lrange(key, 0, SCAN_LIMIT - 1)
-    done, running, *pages = pipe.execute()
-    if not same:
-        pages = [broker.lrange(key, 0, SCAN_LIMIT - 1) for key in queue_keys()]
-    queued = sum(count_job_messages(page, job_id) for page in pages)
+    same = broker is store.client
+    on_broker = pipe if same else broker.pipeline(transaction=True)
+    on_broker.hvals(Channel.unacked_key)
+    for key in queue_keys():
+        on_broker.lrange(key, 0, SCAN_LIMIT - 1)
+    replies = pipe.execute() if same else pipe.execute() + on_broker.execute()
+    done_keys, running, unacked, *pages = replies
+    done = {int(k) for k in done_keys}
+    waiting = set().union(*(job_chunk_indices(page, job_id) for page in pages), job_chunk_indices(unacked, job_id))
+    queued = len(waiting - done - {int(k) for k in running})
     total = int(meta.get("chunks", 0) or 0)
     hosts: dict[str, int] = {}
     for raw in running.values():
@@ -86,8 +94,8 @@ def job_status(store: JobStore, broker: redis.Redis, job_id: str) -> dict[str, A
         hosts[host] = hosts.get(host, 0) + 1
     return {
         "job_id": job_id, "target": meta.get("target"), "items": meta.get("items"), "chunks": total,
-        "chunk_size": meta.get("chunk_size"), "done": done, "running": len(running), "queued": queued,
-        "unsent": max(total - done - len(running) - queued, 0), "failed": failed, "running_on": hosts,
+        "chunk_size": meta.get("chunk_size"), "done": len(done), "running": len(running), "queued": queued,
+        "unsent": max(total - len(done) - len(running) - queued, 0), "failed": failed, "running_on": hosts,
     }  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from producer import run_job
-from producer.cmd_status import count_job_messages, queue_depth, queue_keys
+from producer.cmd_status import job_chunk_indices, queue_depth, queue_keys
 from tasks import defaults
 from tasks.application import make_app
 from tasks.settings import Settings
@@ -42,7 +42,8 @@ def test_status_of_a_running_job_in_text_and_json(workers: Workers) -> None:
         result = status(workers, job_id, "--json")
         if result.returncode == 0:
             snapshot = json.loads(result.stdout)
-            if snapshot["job"]["done"] >= 1:
+            # Every chunk accounted for (a hand-off between queue and worker lasts microseconds).
+            if snapshot["job"]["done"] >= 1 and snapshot["job"]["unsent"] == 0:
                 break
         assert time.monotonic() < deadline and not finished.is_set(), result.stderr
         time.sleep(0.1)
@@ -54,9 +55,11 @@ def test_status_of_a_running_job_in_text_and_json(workers: Workers) -> None:
     job = snapshot["job"]
     assert (job["items"], job["chunks"], job["chunk_size"], job["failed"]) == (400, 40, 10, 0)
     # The dispatch window (64) holds all 40 chunks, so every chunk is done, running or queued.
-    assert job["unsent"] == 0 and job["done"] + job["running"] + job["queued"] == 40
+    assert job["done"] + job["running"] + job["queued"] == 40
     assert job["running"] <= 2 and job["queued"] >= 1 and job["done"] < 40
-    assert snapshot["queue"]["depth"] >= job["queued"]
+    # Depth is read just before the job's counts; no chunk was sent since, and at most one per process
+    # is taken by the worker but not started (counted as queued, not in the queue lists).
+    assert snapshot["queue"]["depth"] >= job["queued"] - 2
 
     text = status(workers, job_id)
     assert text.returncode == 0, text.stderr
@@ -95,4 +98,5 @@ def test_queue_depth_counts_every_priority_list(redis_server: RedisServer) -> No
     lists = [key for key in queue_keys() if client.llen(key)]
     assert len(lists) == 3  # the messages really are spread over sub-lists
     assert queue_depth(client) == 4
-    assert sum(count_job_messages(client.lrange(key, 0, -1), "qjob") for key in queue_keys()) == 3
+    found = set().union(*(job_chunk_indices(client.lrange(key, 0, -1), "qjob") for key in queue_keys()))
+    assert found == {0, 1, 2}
