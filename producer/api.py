@@ -14,7 +14,7 @@ from producer.dispatch import Progress, run_chunks
 from producer.sizing import ChunkPlanner, probe_cost
 from tasks import codec
 from tasks.errors import UsageError
-from tasks.kernel import ON_ERROR, REDUCERS, ChunkSpec
+from tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
 from tasks.resolve import resolve, target_of
 from tasks.settings import Settings
 
@@ -105,11 +105,17 @@ def run_job(
     try:
         engine.start((job.target.rpartition(":")[0],))
         planner = plan_chunks(items, chunk_size, fn, engine.workers)
-        job.meta.update(items=len(items), chunk_size=planner.first_size)
+        assembler.total_chunks = planner.estimated_chunks()
+        job.meta.update(items=len(items), chunk_size=planner.first_size, chunks=assembler.total_chunks)
+        if progress is not None:
+            progress(assembler)  # show the totals before the first result
+
+        def observe(result: ChunkResult) -> None:
+            planner.observe(result)
+            assembler.total_chunks = planner.estimated_chunks()
+
         started = time.perf_counter()
-        run_chunks(
-            engine, job, iter(planner), assembler, window=planner.window(), observe=planner.observe, progress=progress
-        )
+        run_chunks(engine, job, iter(planner), assembler, window=planner.window(), observe=observe, progress=progress)
         wall = time.perf_counter() - started
     finally:
         if owned:

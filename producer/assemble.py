@@ -31,6 +31,7 @@ class Assembler:
         self.items = 0
         self.chunks = 0
         self.compute_s = 0.0
+        self.total_chunks: int | None = None  # set once the job is planned
         self.seen: set[int] = set()
         self._next = 0
         self._buffer: dict[int, ChunkResult] = {}

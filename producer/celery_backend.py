@@ -45,6 +45,17 @@ def connect_store(settings: Settings) -> JobStore:
     return JobStore(client, settings.result_expires)
 
 
+def describe_chunk(job: JobSpec, chunk: ChunkSpec) -> str:
+    """How a chunk reads in Flower's args column: its items first (Flower cuts long args), then target and job."""
+    if chunk.calls is not None:
+        items = f"{len(chunk.calls)} calls"
+    else:
+        step = f", {chunk.step}" if chunk.step != 1 else ""
+        items = f"range({chunk.start}, {chunk.stop}{step})"
+    reduce = f", reduce {job.reduce}" if job.reduce else ""
+    return f"{items} of {job.target}, chunk {chunk.index} of job {job.job_id}{reduce}"
+
+
 @register
 class CeleryBackend(Backend):
     """Chunks run on Celery workers: the embedded cluster, or the ones at ``--broker``."""
@@ -118,6 +129,7 @@ class CeleryBackend(Backend):
                     self.app.send_task(
                         defaults.CHUNK_TASK,
                         args=(job.job_id, job.target, chunk.to_wire(), job.reduce, job.on_error),
+                        argsrepr=describe_chunk(job, chunk),
                         task_id=f"{job.job_id}-{chunk.index}",
                         queue=defaults.QUEUE,
                         producer=self._producer,

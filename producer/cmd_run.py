@@ -14,6 +14,7 @@ from typing import IO, Any
 from producer.api import JobReport, run_job
 from producer.progress import progress_for
 from producer.ranges import parse_range
+from tasks import defaults
 from tasks.errors import ChunkFailed, UsageError
 from tasks.kernel import ON_ERROR, REDUCERS
 from tasks.settings import Settings
@@ -33,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", help="Redis URL of running workers (default: an embedded cluster)")
     parser.add_argument("--on-error", default="raise", help=f"{' or '.join(ON_ERROR)} (default raise)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress on stderr (default: when stderr is a terminal)")  # fmt: skip
+                        help="progress on stderr: a bar on a terminal, else plain lines (default on)")  # fmt: skip
+    parser.add_argument("--progress-every", type=float, default=defaults.PROGRESS_INTERVAL, metavar="SECONDS",
+                        help=f"seconds between plain progress lines ({defaults.PROGRESS_INTERVAL:g})")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -51,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
     items = parse_range(args.range_text)
     settings = Settings.from_env(broker_url=args.broker)
     output = open_output(args.output) if args.output else None
-    progress = progress_for(args.progress, total_items=len(items))
+    progress = progress_for(args.progress, total_items=len(items), every=args.progress_every)
     try:
         report = run_job(
             args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,

@@ -65,6 +65,7 @@ class ChunkPlanner:
         self._measured_seconds = 0.0
         self.first_size = fixed or auto_chunk_size(len(r), cost, workers)
         self.sent = 0  # chunks handed out so far
+        self.offset = 0  # items handed out so far
 
     def observe(self, result: ChunkResult) -> None:
         """Fold a finished chunk's timing into the cost estimate."""
@@ -86,18 +87,21 @@ class ChunkPlanner:
         return max(1, min(size, max(share, floor), remaining))
 
     def __iter__(self) -> Iterator[ChunkSpec]:
-        offset = 0
         total = len(self.range)
-        while offset < total:
-            size = self.next_size(total - offset)
-            part = self.range[offset : offset + size]
+        while self.offset < total:
+            size = self.next_size(total - self.offset)
+            part = self.range[self.offset : self.offset + size]
             yield ChunkSpec(index=self.sent, start=part.start, stop=part.stop, step=part.step)
             self.sent += 1
-            offset += size
+            self.offset += size
 
     def estimated_chunks(self) -> int:
-        """Chunks the job will have, for progress (exact when the size is fixed)."""
-        return -(-len(self.range) // self.first_size)
+        """Chunks the job will have by the current estimate (exact once all are sent)."""
+        count, offset, total = self.sent, self.offset, len(self.range)
+        while offset < total:
+            offset += self.next_size(total - offset)
+            count += 1
+        return count
 
     def window(self) -> int:
         """Chunks to keep in flight: a few per worker, many when chunks are tiny."""

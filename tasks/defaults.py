@@ -19,6 +19,16 @@ CHUNK_TASK = "distloop.chunk"
 #: One-item-per-task baseline (plain Celery), for the dispatch benchmark.
 ITEM_TASK = "distloop.item"
 
+#: Flower's port when none is given (Flower's own default); 0 picks a free one.
+FLOWER_PORT = 5555
+
+#: User name of Flower's generated basic-auth credentials.
+FLOWER_USER = "distloop"
+
+#: Tasks Flower keeps in memory. Flower's default (100,000) lets a long run of
+#: small chunks grow it to hundreds of MB; the newest 10,000 chunks are plenty to watch.
+FLOWER_MAX_TASKS = 10_000
+
 #: Hard and soft per-chunk time limits (seconds). Automatic chunk sizing aims
 #: for chunks well under a second, so these only catch runaway chunks; they stay
 #: below the visibility timeout so a running chunk is never handed to a second
@@ -53,6 +63,9 @@ MIN_CHUNKS_PER_WORKER = 4
 #: How long the producer probes the function's cost before sizing chunks.
 PROBE_SECONDS = 0.05
 PROBE_MAX_ITEMS = 64
+
+#: Seconds between plain progress lines when stderr is not a terminal (logs, CI).
+PROGRESS_INTERVAL = 10.0
 
 #: Seconds to wait for the embedded cluster (redis-server and workers) to be ready.
 STARTUP_TIMEOUT = 30.0

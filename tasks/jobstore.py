@@ -31,6 +31,11 @@ def _keys(job_id: str) -> tuple[str, str, str, str]:
     return base, base + ":results", base + ":done", base + ":running"
 
 
+def ledger_keys(job_id: str) -> tuple[str, str, str, str]:
+    """The ``(meta, results, done, running)`` keys of ``job_id``'s ledger (for pipelined reads)."""
+    return _keys(job_id)
+
+
 class JobStore:
     """Reads and writes one Redis's job ledgers."""
 
@@ -100,6 +105,20 @@ class JobStore:
 
     def finished_indices(self, job_id: str) -> set[int]:
         return {int(k) for k in self.client.hkeys(_keys(job_id)[1])}
+
+    def chunk_counts(self, job_id: str) -> tuple[int, int]:
+        """``(done, failed)``: chunks with a result, and those whose result holds an error.
+
+        Reads the results hash (kept until the job is collected), so ``distloop
+        status`` sees what any producer or worker recorded.
+        """
+        results_key = _keys(job_id)[1]
+        done = int(self.client.hlen(results_key))
+        failed = 0
+        for _, raw in self.client.hscan_iter(results_key, count=1000):
+            result = json.loads(raw)
+            failed += bool(result.get("errors") or result.get("fatal"))
+        return done, failed
 
     def forget_results(self, job_id: str, indices: list[int]) -> None:
         if indices:

@@ -1,0 +1,163 @@
+"""Flower, started by distloop, shows real workers and a real job's chunks, behind basic auth."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from producer import run_job
+from tasks.errors import UsageError
+from tests.conftest import ROOT, Workers, run_cli
+from worker.flower import FlowerProcess, parse_basic_auth, start_flower
+from worker.processes import ManagedProcess
+
+TARGET = "tests.workloads:sleep_ms"
+
+
+def fetch(url: str, auth: tuple[str, str] | None = None) -> tuple[int, str]:
+    """GET ``url`` with basic ``auth`` (user, password), or with no credentials; (status, body)."""
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+def http_get(flower: FlowerProcess, path: str) -> tuple[int, str]:
+    """GET ``path`` from Flower with its credentials."""
+    return fetch(flower.url + path, (flower.username, flower.password))
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
+    """Poll ``check`` until it returns something truthy (Flower learns from events, asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"Flower never showed {what} within {timeout:.0f} s")
+
+
+def job_tasks(flower: FlowerProcess, job_id: str) -> dict[str, dict[str, Any]]:
+    status, body = http_get(flower, "/api/tasks?limit=1000")
+    assert status == 200
+    return {uuid: task for uuid, task in json.loads(body).items() if uuid.startswith(f"{job_id}-")}
+
+
+def flower_workers(flower: FlowerProcess) -> list[str]:
+    status, body = http_get(flower, "/api/workers?refresh=1")
+    return list(json.loads(body)) if status == 200 else []
+
+
+def all_succeeded(tasks: dict[str, dict[str, Any]], count: int) -> dict[str, dict[str, Any]] | None:
+    ok = len(tasks) == count and all(t["state"] == "SUCCESS" for t in tasks.values())
+    return tasks if ok else None
+
+
+@pytest.fixture
+def flower(workers: Workers) -> Iterator[FlowerProcess]:
+    """A real Flower (free port, generated credentials) watching a real prefork worker."""
+    workers.start(concurrency=2, hostname=f"flower-w-{os.getpid()}@%h")
+    process = start_flower(workers.settings, port=0)
+    yield process
+    process.stop()
+
+
+@pytest.mark.integration
+def test_flower_shows_workers_and_every_chunk_of_a_job(flower: FlowerProcess, workers: Workers) -> None:
+    hostname = f"flower-w-{os.getpid()}@"
+    workers_seen = eventually(lambda: [w for w in flower_workers(flower) if w.startswith(hostname)], "the worker")
+    assert len(workers_seen) == 1
+
+    job_id = f"flowerjob{os.getpid()}"
+    done = threading.Event()
+    reports: list[Any] = []
+
+    def run() -> None:
+        try:
+            # 24 chunks of 10 items x 20 ms on 2 processes: chunks wait in the queue for seconds.
+            reports.append(run_job(TARGET, range(0, 240), chunk_size=10, settings=workers.settings, job_id=job_id))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    # Task-sent events: a chunk shows as PENDING (sent, not yet received by a worker) while it waits.
+    queued = eventually(
+        lambda: [t for t in job_tasks(flower, job_id).values() if t["state"] == "PENDING" and t["sent"]],
+        "a queued chunk",
+    )
+    assert queued and queued[0]["received"] is None
+    thread.join(timeout=120)
+    assert done.is_set() and reports, "the job did not finish"
+    assert reports[0].result == list(range(240))
+
+    tasks = eventually(lambda: all_succeeded(job_tasks(flower, job_id), 24), "24 successful chunks")
+    expected = {f"range({10 * i}, {10 * i + 10}) of {TARGET}, chunk {i} of job {job_id}" for i in range(24)}
+    assert {t["args"] for t in tasks.values()} == expected
+    assert {t["name"] for t in tasks.values()} == {"distloop.chunk"}
+    assert {t["worker"] for t in tasks.values()} == set(workers_seen)
+
+    # /metrics (Prometheus, no credentials needed) counts the chunks sent and succeeded.
+    with urllib.request.urlopen(flower.url + "/metrics", timeout=15) as response:
+        metrics = response.read().decode()
+    for event in ("task-sent", "task-succeeded"):
+        pattern = rf'flower_events_total{{task="distloop.chunk",type="{event}",worker="[^"]+"}} ([\d.]+)'
+        counts = re.findall(pattern, metrics)
+        assert sum(float(c) for c in counts) == 24, (event, counts)
+
+
+@pytest.mark.integration
+def test_flower_api_refuses_requests_without_the_right_credentials(flower: FlowerProcess) -> None:
+    assert http_get(flower, "/api/workers")[0] == 200
+    for path in ("/api/workers", "/api/tasks", "/tasks", "/"):
+        assert fetch(flower.url + path)[0] == 401, path
+        assert fetch(flower.url + path, (flower.username, "wrong"))[0] == 401, path
+    assert len(flower.password) >= 20
+
+
+@pytest.mark.integration
+def test_distloop_flower_command_prints_url_and_credentials_once(workers: Workers, tmp_path: Path) -> None:
+    out = tmp_path / "flower.out"
+    env = {**os.environ, "DISTLOOP_BROKER_URL": workers.settings.effective_broker_url}
+    with open(out, "wb") as log:
+        cli = ManagedProcess("distloop flower", [sys.executable, "-m", "producer.cli", "flower", "--port", "0"],
+                             env=env, cwd=str(ROOT), log=log)  # fmt: skip
+    try:
+        text = eventually(lambda: "password:" in out.read_text() and out.read_text(), "its credentials", 60)
+        url = re.search(r"Flower: (http://127\.0\.0\.1:\d+)", text)
+        creds = re.search(r"user: (\S+)  password: (\S+)", text)
+        assert url and creds, text
+        assert urlsplit(workers.settings.effective_broker_url).password not in text
+        assert fetch(url.group(1) + "/api/workers", (creds.group(1), creds.group(2)))[0] == 200
+        assert fetch(url.group(1) + "/api/workers")[0] == 401
+    finally:
+        cli.stop()
+    with pytest.raises(OSError):  # stopped with the command: nothing answers any more
+        urllib.request.urlopen(url.group(1) + "/healthcheck", timeout=5)
+
+
+@pytest.mark.parametrize("text", ["nocolon", ":pass", "user:", "a:b,c:d"])
+def test_malformed_basic_auth_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError, match="USER:PASS"):
+        parse_basic_auth(text)
+    result = run_cli("flower", "--broker", "redis://127.0.0.1:1/0", "--basic-auth", text)
+    assert result.returncode == 2 and "USER:PASS" in result.stderr

@@ -1,0 +1,102 @@
+"""`distloop status`: workers, queue depth and a running job's chunks, read from Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from producer import run_job
+from producer.cmd_status import job_chunk_indices, queue_depth, queue_keys
+from tasks import defaults
+from tasks.application import make_app
+from tasks.settings import Settings
+from tests.conftest import Workers, run_cli
+from worker.redis_server import RedisServer
+
+
+def status(workers: Workers, *args: str) -> Any:
+    return run_cli("status", *args, env={"DISTLOOP_BROKER_URL": workers.settings.effective_broker_url})
+
+
+@pytest.mark.integration
+def test_status_of_a_running_job_in_text_and_json(workers: Workers) -> None:
+    workers.start(concurrency=2, hostname=f"status-w-{os.getpid()}@%h")
+    job_id = f"statusjob{os.getpid()}"
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            # 40 chunks of 10 items x 20 ms on 2 processes: about 4 s, most chunks queued at first.
+            run_job("tests.workloads:sleep_ms", range(400), chunk_size=10, settings=workers.settings, job_id=job_id)
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while True:
+        result = status(workers, job_id, "--json")
+        if result.returncode == 0:
+            snapshot = json.loads(result.stdout)
+            # Every chunk accounted for (a hand-off between queue and worker lasts microseconds).
+            if snapshot["job"]["done"] >= 1 and snapshot["job"]["queued"] >= 1:
+                break
+        assert time.monotonic() < deadline and not finished.is_set(), result.stderr
+        time.sleep(0.1)
+
+    assert [(w["host"].split("@")[0], w["concurrency"]) for w in snapshot["workers"]] == [
+        (f"status-w-{os.getpid()}", 2)
+    ]
+    assert snapshot["processes"] == 2
+    job = snapshot["job"]
+    assert (job["items"], job["chunks"], job["chunk_size"], job["failed"]) == (400, 40, 10, 0)
+    # Every chunk is done, running, queued, or not yet sent (the dispatch window holds a few per process).
+    assert job["done"] + job["running"] + job["queued"] + job["unsent"] == 40
+    assert job["running"] <= 2 and job["queued"] >= 1 and job["done"] < 40
+    # Depth is read just before the job's counts; no chunk was sent since, and at most one per process
+    # is taken by the worker but not started (counted as queued, not in the queue lists).
+    assert snapshot["queue"]["depth"] >= job["queued"] - 2
+
+    text = status(workers, job_id)
+    assert text.returncode == 0, text.stderr
+    assert "workers  1 online, 2 processes" in text.stdout
+    assert f"status-w-{os.getpid()}@" in text.stdout and "concurrency 2" in text.stdout
+    assert "400 items in 40 chunks of 10" in text.stdout
+    assert "/40 done" in text.stdout and "queued" in text.stdout and "0 failed" in text.stdout
+    assert finished.wait(120)
+
+    # A collected job is gone from Redis: one clear line, exit code 2.
+    gone = status(workers, job_id)
+    assert gone.returncode == 2 and f"unknown job '{job_id}'" in gone.stderr
+    idle = json.loads(status(workers, "--json").stdout)
+    assert idle["queue"]["depth"] == 0 and "job" not in idle
+
+
+def test_status_without_a_broker_exits_3() -> None:
+    result = run_cli("status", "--broker", "redis://:secret@127.0.0.1:1/0")
+    assert result.returncode == 3
+    assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in result.stderr and "secret" not in result.stderr
+
+
+@pytest.mark.integration
+def test_queue_depth_counts_every_priority_list(redis_server: RedisServer) -> None:
+    # kombu keeps one Redis list per priority step; a chunk sent with a priority lands in a sub-list.
+    settings = Settings(broker_url=redis_server.url)
+    app = make_app(settings)
+    try:
+        for index, priority in enumerate((0, 4, 9)):
+            app.send_task(defaults.CHUNK_TASK, args=("qjob", "tasks.demo:square", {"index": index}),
+                          task_id=f"qjob-{index}", queue=defaults.QUEUE, priority=priority)  # fmt: skip
+        app.send_task(defaults.CHUNK_TASK, task_id="otherjob-0", queue=defaults.QUEUE)
+    finally:
+        app.close()
+    client = redis_server.client()
+    lists = [key for key in queue_keys() if client.llen(key)]
+    assert len(lists) == 3  # the messages really are spread over sub-lists
+    assert queue_depth(client) == 4
+    found = set().union(*(job_chunk_indices(client.lrange(key, 0, -1), "qjob") for key in queue_keys()))
+    assert found == {0, 1, 2}
