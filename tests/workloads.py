@@ -28,3 +28,9 @@ def slow(i: int) -> int:
 def sleep_ms(i: int, ms: int = 20) -> int:
     time.sleep(ms / 1000)
     return i
+
+
+def sleep_square(i: int) -> int:
+    """A stand-in for I/O-bound or remote work: waits 50 ms, needs no CPU, returns i*i."""
+    time.sleep(0.05)
+    return i * i
