@@ -29,6 +29,7 @@ from worker.embedded import EmbeddedCluster
 def connect_store(settings: Settings) -> JobStore:
     """A job store on the result Redis, checked with PING; one clear error if unusable."""
     url = settings.effective_result_url
+    settings.check_tls()
     try:
         client = settings.redis_client(url)
         client.ping()

@@ -8,8 +8,10 @@ serves (password masked), then becomes that worker (same process id).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+from pathlib import Path
 
 from producer.celery_backend import connect_store
 from tasks.errors import UsageError
@@ -27,12 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loglevel", default="warning", help="Celery log level (default warning)")
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (a container's or a cpuset's, not the whole machine's)."""
+def available_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """CPUs this process may use: its cpuset, lowered by a container's CPU quota (cgroup v2)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path(cpu_max).read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
 
 
 def worker_settings(args: argparse.Namespace) -> Settings:

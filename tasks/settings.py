@@ -131,9 +131,18 @@ class Settings:
             env[ENV_TLS_INSECURE] = "1"
         return env
 
+    def check_tls(self) -> None:
+        """Refuse (:class:`UsageError`, one line) URLs that skip certificate checks or misplace TLS.
+
+        The options derived below are safe either way (checks stay on unless
+        ``tls_insecure``); this tells the user why, instead of failing later.
+        """
+        tls_files = bool(self.tls_ca_file or self.tls_cert_file or self.tls_key_file)
+        for url in {self.effective_broker_url, self.effective_result_url}:
+            check_tls_url(url, self.tls_insecure, tls_files)
+
     def tls_for(self, url: str) -> dict[str, Any] | None:
-        """redis-py's TLS options for ``url`` (None for ``redis://``); refuses unchecked TLS."""
-        check_tls_url(url, self.tls_insecure, bool(self.tls_ca_file or self.tls_cert_file or self.tls_key_file))
+        """redis-py's TLS options for ``url`` (None for ``redis://``): checks on unless ``tls_insecure``."""
         return tls_options(url, self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_insecure)
 
     def redis_options(self, url: str | None = None) -> dict[str, Any]:
