@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint install redis clean
+.PHONY: run test lint install redis clean scale
 
 install: redis
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,7 @@ test: lint
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Scale simulation across network namespaces (root only): the table in the README.
+scale: install
+	$(PY) -m tests.multihost_scale

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from celery.utils.nodenames import host_format
+
 from producer.celery_backend import connect_store
 from tasks.errors import UsageError
 from tasks.settings import Settings, mask_url, split_patterns
@@ -57,14 +59,15 @@ def main(args: argparse.Namespace) -> int:
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, not {concurrency}")
     hostname = args.hostname or "distloop@%h"
+    shown = host_format(hostname)  # the name Celery will use, as in `hosts` of run --json
     # One clear line (exit 3) for a wrong password or an unreachable Redis, instead
     # of Celery's endless reconnect loop.
     connect_store(settings).client.close()
-    print(f"distloop worker {hostname}: broker {mask_url(settings.effective_broker_url)}", file=sys.stderr)
+    print(f"distloop worker {shown}: broker {mask_url(settings.effective_broker_url)}", file=sys.stderr)
     if settings.result_url:
-        print(f"distloop worker {hostname}: results {mask_url(settings.result_url)}", file=sys.stderr)
+        print(f"distloop worker {shown}: results {mask_url(settings.result_url)}", file=sys.stderr)
     print(
-        f"distloop worker {hostname}: {concurrency} processes, may run {', '.join(settings.allowed_patterns)}",
+        f"distloop worker {shown}: {concurrency} processes, may run {', '.join(settings.allowed_patterns)}",
         file=sys.stderr,
     )
     sys.stderr.flush()
