@@ -92,6 +92,9 @@ def test_job_survives_a_worker_host_killed_mid_job(cluster: MultiHost) -> None:
         process.send_signal(signal.SIGKILL)  # the whole group: main process and its pool
         killed = time.monotonic()
         process.popen.wait(timeout=10)
+        gone_by = time.monotonic() + 5  # the kernel finishes off the pool processes in a moment
+        while _group_alive(process.pid) and time.monotonic() < gone_by:
+            time.sleep(0.05)
         assert not _group_alive(process.pid), "a process of the killed worker survived"
 
         # Recovery: every chunk the dead host was running has a result again (or the
