@@ -180,6 +180,14 @@ def test_settings_that_skip_or_misplace_tls_are_refused(url: str, env: dict[str,
         Settings.from_env({"DISTLOOP_BROKER_URL": url, **env}).check_tls()
 
 
+@pytest.mark.integration
+def test_tls_settings_for_a_remote_broker_do_not_break_the_embedded_cluster() -> None:
+    env = {"DISTLOOP_TLS_CA_FILE": "/nonexistent/ca.pem"}
+    done = run_cli("run", "tasks.demo:square", "--range", "0:20", "--reduce", "sum", "--workers", "1", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == sum(i * i for i in range(20))
+
+
 def test_passwords_are_masked_in_every_url_form() -> None:
     assert mask_url("rediss://alice:s3cret@h:6380/0") == "rediss://alice:***@h:6380/0"
     assert mask_url("redis://:s3cret@h/0") == "redis://:***@h/0"
