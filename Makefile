@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint perf install redis clean
+.PHONY: run test lint perf scale install redis clean
 
 install: redis
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,7 @@ test: lint
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Scale simulation across network namespaces (root only): the table in the README.
+scale: install
+	$(PY) -m tests.multihost_scale

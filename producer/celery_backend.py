@@ -29,8 +29,9 @@ from worker.embedded import EmbeddedCluster
 def connect_store(settings: Settings) -> JobStore:
     """A job store on the result Redis, checked with PING; one clear error if unusable."""
     url = settings.effective_result_url
+    settings.check_tls()
     try:
-        client = redis.Redis.from_url(url, **settings.redis_options())
+        client = settings.redis_client(url)
         client.ping()
     except redis.AuthenticationError:
         raise BrokerUnavailable(f"Redis at {mask_url(url)} refused the credentials") from None

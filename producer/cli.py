@@ -18,7 +18,14 @@ from typing import Any, NoReturn
 from tasks.errors import DistloopError
 
 #: Subcommand modules; each has ``NAME``, ``add_arguments(parser)`` and ``main(args) -> int``.
-COMMANDS = ("producer.cmd_run", "producer.cmd_bench", "producer.cmd_status", "producer.cmd_flower")
+COMMANDS = (
+    "producer.cmd_run",
+    "producer.cmd_bench",
+    "producer.cmd_worker",
+    "producer.cmd_up",
+    "producer.cmd_status",
+    "producer.cmd_flower",
+)
 
 EXIT_INTERRUPTED = 130
 

@@ -6,6 +6,7 @@ Bound to 127.0.0.1 with basic auth: given with --basic-auth, or generated and pr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -15,13 +16,18 @@ from tasks.settings import Settings, mask_url
 from worker.flower import parse_basic_auth, start_flower
 
 NAME = "flower"
+#: Where `distloop flower` finds USER:PASS when --basic-auth is not given (keeps it out of `ps`).
+ENV_FLOWER_AUTH = "DISTLOOP_FLOWER_AUTH"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", help="Redis URL the workers use (default: DISTLOOP_BROKER_URL or local Redis)")
     parser.add_argument("--port", type=int, help=f"port (default {defaults.FLOWER_PORT}; 0 picks a free one)")
     parser.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--basic-auth", metavar="USER:PASS", help="credentials (default: generated, printed once)")
+    parser.add_argument(
+        "--basic-auth", metavar="USER:PASS", default=os.environ.get(ENV_FLOWER_AUTH) or None,
+        help=f"credentials (default: ${ENV_FLOWER_AUTH}, else generated and printed once)",
+    )  # fmt: skip
     parser.add_argument("--max-tasks", type=int, default=defaults.FLOWER_MAX_TASKS,
                         help=f"tasks Flower keeps in memory (default {defaults.FLOWER_MAX_TASKS})")  # fmt: skip
 

@@ -6,7 +6,6 @@ import os
 import pathlib
 from typing import Any
 
-import redis
 from celery import Celery, signals
 from celery.utils.log import get_task_logger
 
@@ -79,7 +78,7 @@ def _announce_ready(sender: Any = None, **_: Any) -> None:
     global _heartbeat
     hostname = getattr(sender, "hostname", None) or "unknown"
     concurrency = int(getattr(getattr(sender, "controller", None), "concurrency", 0) or 1)
-    client = redis.Redis.from_url(settings.effective_result_url, **settings.redis_options())
+    client = settings.redis_client()
     _heartbeat = Heartbeat(client, hostname, concurrency)
     _heartbeat.start()
     path = os.environ.get(ENV_READY_FILE)

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
+
 from tasks import defaults
+from tasks.tls import check_tls_url, strip_tls_query, tls_options
 
 ENV_BROKER = "DISTLOOP_BROKER_URL"
 ENV_RESULT = "DISTLOOP_RESULT_URL"
@@ -17,6 +20,10 @@ ENV_ALLOW = "DISTLOOP_ALLOW"
 ENV_TIME_LIMIT = "DISTLOOP_CHUNK_TIME_LIMIT"
 ENV_VISIBILITY = "DISTLOOP_VISIBILITY_TIMEOUT"
 ENV_ALLOW_FROM_STORE = "DISTLOOP_ALLOW_FROM_STORE"
+ENV_TLS_CA = "DISTLOOP_TLS_CA_FILE"
+ENV_TLS_CERT = "DISTLOOP_TLS_CERT_FILE"
+ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
+ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 
 
 def split_patterns(text: str | None) -> tuple[str, ...]:
@@ -30,14 +37,18 @@ def mask_url(url: str | None) -> str:
         return ""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        netloc = f"{user}:***@{host}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        netloc = parts.netloc
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if parts.port:
+                host = f"{host}:{parts.port}"
+            netloc = f"{parts.username or ''}:***@{host}"
+        # redis-py also takes ?password=...: mask that too.
+        query = "&".join(
+            f"{k}=***" if k.lower() == "password" else f"{k}={v}" if sep else k
+            for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         return "<unparseable URL>"
 
@@ -65,6 +76,14 @@ class Settings:
     # loopback), so whoever can write there already runs code as this user.
     # Never set it on workers that serve a shared broker.
     allow_from_store: bool = False
+    #: TLS (``rediss://`` URLs): CA bundle that signs the server's certificate
+    #: (None: the system's trust store), and a client certificate and key for
+    #: servers that ask for one. Certificate and host name checks are always on
+    #: unless ``tls_insecure`` turns them off explicitly.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_insecure: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -75,6 +94,10 @@ class Settings:
             "result_url": env.get(ENV_RESULT) or None,
             "allow": split_patterns(env.get(ENV_ALLOW)),
             "allow_from_store": env.get(ENV_ALLOW_FROM_STORE) == "1",
+            "tls_ca_file": env.get(ENV_TLS_CA) or None,
+            "tls_cert_file": env.get(ENV_TLS_CERT) or None,
+            "tls_key_file": env.get(ENV_TLS_KEY) or None,
+            "tls_insecure": env.get(ENV_TLS_INSECURE, "").strip().lower() in ("1", "true", "yes"),
         }
         if env.get(ENV_TIME_LIMIT):
             limit = float(env[ENV_TIME_LIMIT])
@@ -109,24 +132,64 @@ class Settings:
             env[ENV_RESULT] = self.result_url
         if self.allow_from_store:
             env[ENV_ALLOW_FROM_STORE] = "1"
+        for name, value in ((ENV_TLS_CA, self.tls_ca_file), (ENV_TLS_CERT, self.tls_cert_file),
+                            (ENV_TLS_KEY, self.tls_key_file)):  # fmt: skip
+            if value:
+                env[name] = value
+        if self.tls_insecure:
+            env[ENV_TLS_INSECURE] = "1"
         return env
 
-    def redis_options(self) -> dict[str, Any]:
-        """Socket options shared by broker, result backend and the job store."""
-        return {
+    def check_tls(self) -> None:
+        """Refuse (:class:`UsageError`, one line) URLs that skip certificate checks or misplace TLS.
+
+        The options derived below are safe either way (checks stay on unless
+        ``tls_insecure``); this tells the user why, instead of failing later.
+        """
+        tls_files = bool(self.tls_ca_file or self.tls_cert_file or self.tls_key_file)
+        for url in {self.effective_broker_url, self.effective_result_url}:
+            check_tls_url(url, self.tls_insecure, tls_files)
+
+    def tls_for(self, url: str) -> dict[str, Any] | None:
+        """redis-py's TLS options for ``url`` (None for ``redis://``): checks on unless ``tls_insecure``."""
+        return tls_options(url, self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_insecure)
+
+    def redis_options(self, url: str | None = None) -> dict[str, Any]:
+        """Socket and TLS options shared by broker, result backend, job store and heartbeats.
+
+        ``url`` (default: the result store) decides whether TLS options apply.
+        """
+        options: dict[str, Any] = {
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_connect_timeout,
             "health_check_interval": self.health_check_interval,
             "retry_on_timeout": False,
         }
+        options.update(self.tls_for(url or self.effective_result_url) or {})
+        return options
+
+    def redis_client(self, url: str | None = None) -> redis.Redis:
+        """A redis-py client for ``url`` (default: the result store) with every option above."""
+        url = url or self.effective_result_url
+        return redis.Redis.from_url(strip_tls_query(url), **self.redis_options(url))
 
     def celery_config(self) -> dict[str, Any]:
         """Celery's configuration, derived in this one place."""
-        transport = {"visibility_timeout": self.visibility_timeout, **self.redis_options()}
-        transport.pop("retry_on_timeout")
+        transport = {
+            "visibility_timeout": self.visibility_timeout,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_connect_timeout,
+            "health_check_interval": self.health_check_interval,
+        }
+        broker_tls = self.tls_for(self.effective_broker_url)
+        result_tls = self.tls_for(self.effective_result_url)
         return {
-            "broker_url": self.effective_broker_url,
-            "result_backend": self.effective_result_url,
+            # TLS options travel in broker_use_ssl / redis_backend_use_ssl, never in the
+            # URL: a bare rediss:// URL would make kombu skip certificate checks.
+            "broker_url": strip_tls_query(self.effective_broker_url),
+            "result_backend": strip_tls_query(self.effective_result_url),
+            "broker_use_ssl": broker_tls,
+            "redis_backend_use_ssl": result_tls,
             "broker_transport_options": transport,
             "result_backend_transport_options": dict(transport),
             "redis_socket_timeout": self.socket_timeout,

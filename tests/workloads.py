@@ -58,3 +58,9 @@ def wait_for_file(path: str, i: int = 0, limit: float = 120.0) -> int:
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
     return i
+
+
+def sleep_square(i: int) -> int:
+    """A stand-in for I/O-bound or remote work: waits 50 ms, needs no CPU, returns i*i."""
+    time.sleep(0.05)
+    return i * i

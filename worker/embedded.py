@@ -29,7 +29,11 @@ class EmbeddedCluster:
     def __init__(self, workers: int | None = None, allow: Sequence[str] = (), settings: Settings | None = None):
         self.workers = workers or os.cpu_count() or 1
         self.allow = tuple(allow)
-        self.base_settings = settings or Settings()
+        # Its private Redis speaks plain redis:// on loopback: TLS settings meant for a
+        # remote broker (DISTLOOP_TLS_*) do not apply to it.
+        self.base_settings = (settings or Settings()).replace(
+            tls_ca_file=None, tls_cert_file=None, tls_key_file=None, tls_insecure=False
+        )
         self.redis: RedisServer | None = None
         self.worker: ManagedProcess | None = None
         self.settings: Settings | None = None

@@ -53,8 +53,13 @@ def start_redis(
     password: str | None = "generate",
     extra_args: tuple[str, ...] = (),
     timeout: float = defaults.STARTUP_TIMEOUT,
+    command_prefix: tuple[str, ...] = (),
 ) -> RedisServer:
-    """Start redis-server and return once it answers PING."""
+    """Start redis-server and return once it answers PING.
+
+    ``command_prefix`` runs it through another command, such as
+    ``ip netns exec NS`` for a server on another (simulated) host.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise BrokerUnavailable(
@@ -67,7 +72,7 @@ def start_redis(
         chosen = port or free_port(host)
         workdir = tempfile.mkdtemp(prefix="distloop-redis-")
         argv = [
-            binary, "--port", str(chosen), "--bind", host, "--save", "", "--appendonly", "no",
+            *command_prefix, binary, "--port", str(chosen), "--bind", host, "--save", "", "--appendonly", "no",
             "--dir", workdir, "--maxmemory-policy", "noeviction", "--protected-mode", "no",
             "--daemonize", "no", "--loglevel", "warning", *extra_args,
         ]  # fmt: skip

@@ -1,0 +1,60 @@
+"""Scale simulation: sleeping chunks on 1, 2 and 4 worker hosts (network namespaces).
+
+Each item sleeps 50 ms (a stand-in for I/O-bound or remote work, so the hosts
+need no CPU of their own); every worker host runs 2 processes. Prints a
+Markdown table for the README. Root only::
+
+    sudo .venv/bin/python -m tests.multihost_scale [--items 400] [--chunk 5] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.multihost import MultiHost, scale_run
+from tests.netlab import NetLab, can_make_namespaces
+
+ITEM_S = 0.05
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=400)
+    parser.add_argument("--chunk", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--hosts", default="1,2,4")
+    args = parser.parse_args(argv)
+    reason = can_make_namespaces()
+    if reason:
+        print(reason, file=sys.stderr)
+        return 2
+    counts = [int(n) for n in args.hosts.split(",")]
+    cluster = MultiHost(NetLab().open(), Path(tempfile.mkdtemp(prefix="distloop-scale-")))
+    rows = []
+    try:
+        cluster.start_redis()
+        for hosts in counts:
+            while len(cluster.workers) < hosts:
+                cluster.start_worker(concurrency=2)
+            walls = [scale_run(cluster, args.items, args.chunk)["wall_s"] for _ in range(args.repeat)]
+            rows.append((hosts, statistics.median(walls)))
+            print(f"{hosts} host(s): {', '.join(f'{w:.2f}' for w in walls)} s", file=sys.stderr)
+    finally:
+        cluster.close()
+    base = rows[0][1]
+    ideal = args.items * ITEM_S / 2  # one host, 2 processes, no overhead
+    print(f"{args.items} items x {ITEM_S * 1000:.0f} ms sleep, chunks of {args.chunk}, 2 processes per host,"
+          f" median of {args.repeat}:\n")  # fmt: skip
+    print("| worker hosts | processes | wall time | speedup vs 1 host | ideal |")
+    print("|---:|---:|---:|---:|---:|")
+    for hosts, wall in rows:
+        print(f"| {hosts} | {2 * hosts} | {wall:.2f} s | {base / wall:.2f}x | {ideal / hosts:.2f} s |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
