@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from tasks.errors import DistloopError
 
 #: Subcommand modules; each has ``NAME``, ``add_arguments(parser)`` and ``main(args) -> int``.
-COMMANDS = ("producer.cmd_run",)
+COMMANDS = ("producer.cmd_run", "producer.cmd_resume")
 
 EXIT_INTERRUPTED = 130
 

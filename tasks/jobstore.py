@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from typing import Any
 
 import redis
@@ -93,6 +94,14 @@ class JobStore:
     def results(self, job_id: str, indices: list[int]) -> list[dict[str, Any] | None]:
         raw = self.client.hmget(_keys(job_id)[1], [str(i) for i in indices])
         return [json.loads(r) if r is not None else None for r in raw]
+
+    def has_results(self, job_id: str, indices: Collection[int]) -> set[int]:
+        """Those of ``indices`` that have a result stored."""
+        wanted = sorted(indices)
+        if not wanted:
+            return set()
+        raw = self.client.hmget(_keys(job_id)[1], [str(i) for i in wanted])
+        return {i for i, r in zip(wanted, raw, strict=True) if r is not None}
 
     def finished_indices(self, job_id: str) -> set[int]:
         return {int(k) for k in self.client.hkeys(_keys(job_id)[1])}

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from billiard.exceptions import SoftTimeLimitExceeded
+
 from tasks import codec
 from tasks.errors import TargetError, TargetNotAllowed
 from tasks.resolve import resolve
@@ -115,6 +117,40 @@ def item_error(index: Any, exc: BaseException, with_traceback: bool = True) -> d
     }
 
 
+def timeout_error(index: Any, message: str = "still running when the chunk's --timeout expired") -> dict[str, Any]:
+    """Describe an item stopped by the per-chunk time limit."""
+    return {"index": index, "type": "Timeout", "message": message, "traceback": ""}
+
+
+def skip_rest(chunk: ChunkSpec, after: Any, result: ChunkResult) -> None:
+    """Mark every item of ``chunk`` after ``after`` as failed by the timeout (collect mode)."""
+    seen = False
+    for index, _, _ in chunk.items():
+        if seen:
+            result.errors.append(timeout_error(index, "not run: the chunk's --timeout expired before it"))
+            result.items += 1
+            if result.values is not None:
+                result.values.append(None)
+        seen = seen or index == after
+
+
+def killed_chunk_result(chunk: ChunkSpec, reduce: str | None, on_error: str, kind: str, message: str) -> ChunkResult:
+    """The result of a chunk whose process was killed (hard time limit, repeated crash).
+
+    Which item was running is unknown here: every item of the chunk is reported
+    failed (only the first with ``on_error="raise"``).
+    """
+    result = ChunkResult(index=chunk.index, values=None if reduce else [])
+    for index, _, _ in chunk.items():
+        result.errors.append({"index": index, "type": kind, "message": message, "traceback": ""})
+        if on_error == "raise":
+            break
+        result.items += 1
+        if result.values is not None:
+            result.values.append(None)
+    return result
+
+
 def run_chunk(
     fn: Callable[..., Any],
     chunk: ChunkSpec,
@@ -133,6 +169,17 @@ def run_chunk(
                 acc = combine(reduce, acc, to_partial(value))  # type: ignore[arg-type]
             else:
                 result.values.append(codec.encode(value))  # type: ignore[union-attr]
+        except SoftTimeLimitExceeded:
+            # The chunk ran out of its --timeout: this item is the stuck one; the
+            # rest of the chunk is not attempted (the hard limit follows shortly).
+            result.errors.append(timeout_error(index))
+            if on_error == "raise":
+                break
+            result.items += 1
+            if result.values is not None:
+                result.values.append(None)
+            skip_rest(chunk, index, result)
+            break
         except codec.NotJSONable as exc:
             result.errors.append(item_error(index, exc, with_traceback=False) | {"type": "NotJSONable"})
             if on_error == "raise":

@@ -1,0 +1,93 @@
+"""Finishing a job whose producer died: only the chunks without a result run again.
+
+The job's ledger in Redis holds its description (target, range, chunk size,
+reduce op, on-error mode, timeout, output file) and every finished chunk's
+result, until the job completes. Resuming replays the stored results through a
+fresh assembler, in loop order, and dispatches the missing chunks as usual, so
+the output is the same as that of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from producer.api import JobReport
+from producer.assemble import Assembler, JsonLinesSink, ListSink
+from producer.backend import JobSpec, get_backend
+from producer.dispatch import Progress, run_chunks
+from producer.ranges import count_chunks, split_range
+from tasks.errors import UsageError
+from tasks.settings import Settings, mask_url
+
+#: Ledger fields that are the JobSpec's own, not free-form meta.
+SPEC_FIELDS = ("target", "reduce", "on_error", "timeout", "state")
+
+
+@dataclass
+class Resumed:
+    """A resumed job: its report, its stored description, how many chunks ran again."""
+
+    report: JobReport
+    meta: dict[str, Any]
+    rerun_chunks: int
+
+
+def resume_job(
+    job_id: str,
+    settings: Settings,
+    *,
+    open_output: Callable[[str], IO[str]] | None = None,
+    progress: Progress | None = None,
+    backend: str = "celery",
+) -> Resumed:
+    """Finish job ``job_id`` from its ledger.
+
+    When the original run wrote a file, ``open_output(path)`` opens it again and
+    the whole result is written anew (closed before returning).
+    """
+    if settings.broker_url is None:
+        raise UsageError(
+            "resume needs --broker URL (or DISTLOOP_BROKER_URL): an embedded cluster's Redis ends with its run"
+        )
+    engine = get_backend(backend, settings)
+    output: IO[str] | None = None
+    try:
+        stored = engine.stored_job(job_id)
+        if stored is None:
+            raise UsageError(
+                f"no job {job_id!r} in Redis at {mask_url(settings.broker_url)}:"
+                " it finished, was cancelled, expired, or never existed"
+            )
+        meta, done = stored
+        if "range" not in meta or "chunk_size" not in meta:
+            raise UsageError(f"job {job_id!r} was not started by `distloop run` over a range: it cannot be resumed")
+        items = range(*meta["range"])
+        size = int(meta["chunk_size"])
+        if meta.get("output") and open_output is not None:
+            output = open_output(meta["output"])
+        sink = JsonLinesSink(output) if output is not None else ListSink()
+        assembler = Assembler(meta.get("reduce"), meta.get("on_error", "raise"), sink)
+        for stored_result in sorted(done, key=lambda r: r.index):
+            assembler.add(stored_result)
+        finished = {r.index for r in done}
+        job = JobSpec(
+            job_id, meta["target"], meta.get("reduce"), meta.get("on_error", "raise"), meta.get("timeout"),
+            {k: v for k, v in meta.items() if k not in SPEC_FIELDS},
+        )  # fmt: skip
+        started = time.perf_counter()
+        missing = (c for c in split_range(items, size) if c.index not in finished)
+        run_chunks(engine, job, missing, assembler, progress=progress)
+        wall = time.perf_counter() - started
+    finally:
+        engine.close()
+        if output is not None:
+            output.close()
+    result = assembler.value if job.reduce else (sink.values if isinstance(sink, ListSink) else None)
+    report = JobReport(
+        job_id, engine.name, len(items), count_chunks(len(items), size), size, wall, result,
+        assembler.errors, assembler.hosts, engine.startup_s,
+    )  # fmt: skip
+    return Resumed(report, meta, report.chunks - len(finished))
