@@ -19,7 +19,7 @@ from producer.backend import Backend, JobSpec, register
 from producer.recovery import LostChunks, purge_job
 from tasks import defaults
 from tasks.application import make_app
-from tasks.errors import BrokerUnavailable
+from tasks.errors import BrokerUnavailable, UsageError
 from tasks.heartbeat import live_workers
 from tasks.jobstore import JobStore
 from tasks.kernel import ChunkResult, ChunkSpec
@@ -41,8 +41,8 @@ def connect_store(settings: Settings) -> JobStore:
         raise BrokerUnavailable(f"Redis at {mask_url(url)}: {exc}") from None
     except (redis.RedisError, OSError) as exc:
         raise BrokerUnavailable(f"cannot reach Redis at {mask_url(url)}: {exc}") from None
-    except ValueError as exc:
-        raise BrokerUnavailable(f"bad broker URL {mask_url(url)}: {exc}") from None
+    except ValueError as exc:  # a malformed URL is bad input, not an unavailable broker
+        raise UsageError(f"bad broker URL {mask_url(url)}: {exc}") from None
     return JobStore(client, settings.result_expires)
 
 

@@ -24,6 +24,7 @@ from producer.recovery import queue_keys
 from tasks import defaults
 from tasks.jobstore import JobStore
 from tests.conftest import ROOT, Workers, run_cli
+from tests.procs import alive, descendants
 from worker.redis_server import RedisServer, start_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -42,13 +43,13 @@ class BackgroundJob:
     def _run(self, **options: Any) -> None:
         try:
             self.report = run_job(backend="celery", **options)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:  # handed to the test
             self.error = exc
         self.finished_at = time.monotonic()
 
     def join(self, timeout: float) -> JobReport:
         self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"job still running after {timeout} s"
+        assert not self.thread.isalive(), f"job still running after {timeout} s"
         if self.error is not None:
             raise self.error
         assert self.report is not None
@@ -194,32 +195,6 @@ def test_producer_killed_then_resume_gives_the_same_output(workers: Workers, red
         out.unlink(missing_ok=True)
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _interrupt(args: list[str], env: dict[str, str], ready: Callable[[], Any]) -> tuple[int, float, set[int]]:
     """Start `distloop ARGS`, Ctrl-C it once ``ready()``; exit code, seconds to exit, its processes."""
     process = subprocess.Popen(
@@ -228,7 +203,7 @@ def _interrupt(args: list[str], env: dict[str, str], ready: Callable[[], Any]) -
     )  # fmt: skip
     try:
         wait_until(ready, 90, "ready to interrupt")
-        spawned = _descendants(process.pid)
+        spawned = descendants(process.pid)
         process.send_signal(signal.SIGINT)
         sent = time.monotonic()
         _, err = process.communicate(timeout=30)
@@ -267,4 +242,4 @@ def test_ctrl_c_with_embedded_cluster_leaves_nothing_running(tmp_path: Path) -> 
     print(f"\nCtrl-C (embedded): exit {code} after {took:.2f} s")
     assert code == 130 and took < 5
     assert spawned, "the embedded cluster started no process"
-    wait_until(lambda: not any(_alive(p) for p in spawned), 10, "every embedded process gone")
+    wait_until(lambda: not any(alive(p) for p in spawned), 10, "every embedded process gone")

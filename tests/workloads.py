@@ -50,7 +50,7 @@ def deaf_at_3(i: int) -> int:
         while time.monotonic() < deadline:
             try:
                 time.sleep(3600)
-            except Exception:  # noqa: S112 - swallowing SoftTimeLimitExceeded is the point
+            except Exception:  # swallowing SoftTimeLimitExceeded is the point
                 continue
     return i
 
