@@ -7,7 +7,7 @@ sends it again (a duplicate is harmless: one result per index is kept):
 - its worker died as a whole (SIGKILL, machine gone): the ledger says the chunk
   runs on a host whose heartbeat has expired;
 - its message was taken by a worker that died before it started the chunk: the
-  chunk is neither queued, nor running, nor done, twice in a row;
+  chunk has been neither queued, nor running, nor done for ORPHAN_GRACE seconds;
 - Redis restarted without persistence: the job's ledger is gone, and with it
   every queued message and stored result.
 
@@ -19,6 +19,7 @@ is a JSON message whose ``headers.id`` is the task id (``<job id>-<chunk index>`
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -30,6 +31,10 @@ from tasks.jobstore import JobStore
 #: kombu.transport.redis.PRIORITY_STEPS and Channel.sep.
 PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_SEP = "\x06\x16"
+
+#: Seconds a chunk may be out of the queue without being started before it counts
+#: as lost: a busy worker takes a moment between taking a message and starting it.
+ORPHAN_GRACE = 10.0
 
 
 def queue_keys(queue: str) -> list[str]:
@@ -71,7 +76,7 @@ class LostChunks:
         self.queue = queue
         self.job_id = job_id
         self.meta = meta
-        self._unseen: set[int] = set()
+        self._unseen: dict[int, float] = {}  # index -> when first seen nowhere
 
     def find(self, pending: Collection[int]) -> list[int]:
         """Indices among ``pending`` (sent, no result collected) that nobody will deliver."""
@@ -89,8 +94,10 @@ class LostChunks:
         queued = {index for _, _, index in queued_messages(self.broker, self.queue, self.job_id)}
         candidates = set(pending) - set(running) - queued
         done = self.store.has_results(self.job_id, candidates)
-        unseen = candidates - done
-        # Taken off the queue but not started twice in a row: its worker died holding it.
-        lost |= unseen & self._unseen
-        self._unseen = unseen - lost
-        return sorted(lost)
+        now = time.monotonic()
+        self._unseen = {i: self._unseen.get(i, now) for i in candidates - done - lost}
+        # Taken off the queue and not started for a while: its worker died holding it.
+        orphans = {i for i, since in self._unseen.items() if now - since >= ORPHAN_GRACE}
+        for index in orphans:
+            del self._unseen[index]
+        return sorted(lost | orphans)

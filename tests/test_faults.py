@@ -49,7 +49,7 @@ class BackgroundJob:
 
     def join(self, timeout: float) -> JobReport:
         self.thread.join(timeout)
-        assert not self.thread.isalive(), f"job still running after {timeout} s"
+        assert not self.thread.is_alive(), f"job still running after {timeout} s"
         if self.error is not None:
             raise self.error
         assert self.report is not None
@@ -243,3 +243,18 @@ def test_ctrl_c_with_embedded_cluster_leaves_nothing_running(tmp_path: Path) -> 
     assert code == 130 and took < 5
     assert spawned, "the embedded cluster started no process"
     wait_until(lambda: not any(alive(p) for p in spawned), 10, "every embedded process gone")
+
+
+def test_message_taken_by_a_worker_that_died_before_starting_it_is_sent_again(
+    workers: Workers, redis_server: RedisServer
+) -> None:
+    workers.start(concurrency=1)
+    job = BackgroundJob(
+        f="tests.workloads:sleep_s", items=range(24), chunk_size=2, settings=workers.settings, job_id="orphan"
+    )
+    client = redis_server.client()
+    wait_until(lambda: queued(redis_server) >= 3, 60, "chunks queued")
+    stolen = json.loads(client.rpop(defaults.QUEUE))  # as a worker does, then "dies" holding it
+    assert stolen["headers"]["id"].startswith("orphan-")
+    report = job.join(120)
+    assert report.result == list(range(24))
