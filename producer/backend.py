@@ -72,6 +72,9 @@ class Backend(ABC):
         """
         return []
 
+    def collected(self, job: JobSpec, checkpoint: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Chunks below ``checkpoint["next"]`` are emitted: forget their results, keep the checkpoint."""
+
     def stored_job(self, job_id: str) -> tuple[dict[str, Any], list[ChunkResult]] | None:
         """A job left unfinished by a producer that died: its description and finished chunks."""
         raise UsageError(f"the {self.name} backend keeps no jobs to resume")

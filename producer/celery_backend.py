@@ -143,6 +143,14 @@ class CeleryBackend(Backend):
                 self._survive_outage(f"lost the broker while sending chunks: {exc}")
                 time.sleep(1.0)
 
+    def collected(self, job: JobSpec, checkpoint: dict[str, Any]) -> None:
+        """Record the checkpoint in the ledger, then drop the results it covers (Redis stays small)."""
+        assert self.store is not None
+        try:
+            self.store.checkpoint(job.job_id, checkpoint)
+        except (redis.RedisError, OSError) as exc:
+            self._survive_outage(f"lost the result store: {exc}")
+
     def stored_job(self, job_id: str) -> tuple[dict[str, Any], list[ChunkResult]] | None:
         self.start()
         assert self.store is not None

@@ -53,6 +53,9 @@ def run_chunks(
                 break
             if time.monotonic() >= next_check:
                 resend_lost(backend, job, in_flight)
+                checkpoint = assembler.checkpoint()
+                if checkpoint is not None:
+                    backend.collected(job, checkpoint)
                 next_check = time.monotonic() + recovery_interval
             for result in backend.wait(job, poll):
                 if result.index in in_flight:

@@ -23,7 +23,7 @@ from tasks.errors import UsageError
 from tasks.settings import Settings, mask_url
 
 #: Ledger fields that are the JobSpec's own, not free-form meta.
-SPEC_FIELDS = ("target", "reduce", "on_error", "timeout", "state")
+SPEC_FIELDS = ("target", "reduce", "on_error", "timeout", "state", "checkpoint")
 
 
 @dataclass
@@ -66,13 +66,18 @@ def resume_job(
             raise UsageError(f"job {job_id!r} was not started by `distloop run` over a range: it cannot be resumed")
         items = range(*meta["range"])
         size = int(meta["chunk_size"])
-        if meta.get("output") and open_output is not None:
+        checkpoint = meta.get("checkpoint") or {}
+        if meta.get("output") and "output_offset" in checkpoint:
+            output = reopen_at(meta["output"], int(checkpoint["output_offset"]))
+        elif meta.get("output") and open_output is not None:
             output = open_output(meta["output"])
         sink = JsonLinesSink(output) if output is not None else ListSink()
         assembler = Assembler(meta.get("reduce"), meta.get("on_error", "raise"), sink)
+        if checkpoint:
+            assembler.restore(checkpoint)  # chunks below checkpoint["next"] are already emitted
         for stored_result in sorted(done, key=lambda r: r.index):
             assembler.add(stored_result)
-        finished = {r.index for r in done}
+        finished = {r.index for r in done} | set(range(int(checkpoint.get("next", 0))))
         job = JobSpec(
             job_id, meta["target"], meta.get("reduce"), meta.get("on_error", "raise"), meta.get("timeout"),
             {k: v for k, v in meta.items() if k not in SPEC_FIELDS},
@@ -91,3 +96,14 @@ def resume_job(
         assembler.errors, assembler.hosts, engine.startup_s,
     )  # fmt: skip
     return Resumed(report, meta, report.chunks - len(finished))
+
+
+def reopen_at(path: str, offset: int) -> IO[str]:
+    """The job's output file, cut back to the length it had at the checkpoint."""
+    try:
+        stream = open(path, "r+", encoding="utf-8")  # noqa: SIM115 - closed by resume_job
+    except OSError as exc:
+        raise UsageError(f"cannot resume: the job's output file {path}: {exc.strerror}") from None
+    stream.truncate(offset)
+    stream.seek(offset)
+    return stream

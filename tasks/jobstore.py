@@ -110,6 +110,19 @@ class JobStore:
         if indices:
             self.client.hdel(_keys(job_id)[1], *[str(i) for i in indices])
 
+    def checkpoint(self, job_id: str, state: dict[str, Any]) -> None:
+        """Save the producer's checkpoint, then forget the results of chunks below ``state["next"]``."""
+        meta_key, results_key, _, _ = _keys(job_id)
+        before = self.client.hget(meta_key, "checkpoint")
+        start = int(json.loads(before)["next"]) if before else 0
+        pipe = self.client.pipeline()
+        pipe.hset(meta_key, "checkpoint", json.dumps(state))
+        pipe.expire(meta_key, self.expires)
+        pipe.execute()
+        below = list(range(start, int(state["next"])))
+        for offset in range(0, len(below), 10_000):
+            self.client.hdel(results_key, *[str(i) for i in below[offset : offset + 10_000]])
+
     def delete(self, job_id: str) -> None:
         self.client.delete(*_keys(job_id))
 

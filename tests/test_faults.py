@@ -170,17 +170,24 @@ def test_producer_killed_then_resume_gives_the_same_output(workers: Workers, red
     try:
         client = redis_server.client()
 
-        def job_with_results() -> str | None:
-            for key in client.scan_iter(match="distloop:job:*:results"):
-                if client.hlen(key) >= 4:
-                    return key.decode().split(":")[2]
+        def checkpointed_job() -> str | None:
+            # Wait for a checkpoint: the emitted chunks' results are gone from Redis by then.
+            for key in client.scan_iter(match="distloop:job:*"):
+                name = key.decode()
+                if name.count(":") == 2 and client.hget(name, "checkpoint"):
+                    if json.loads(client.hget(name, "checkpoint"))["next"] >= 2:
+                        return name.split(":")[2]
             return None
 
-        job_id = wait_until(job_with_results, 60, "some chunks finished")
+        job_id = wait_until(checkpointed_job, 60, "a checkpoint written")
         producer.kill()
         producer.wait(10)
-        done_before = client.hlen(f"distloop:job:{job_id}:results")
+        checkpoint = json.loads(client.hget(f"distloop:job:{job_id}", "checkpoint"))
+        done_before = checkpoint["next"] + client.hlen(f"distloop:job:{job_id}:results")
         assert done_before < 24, "the job finished before the producer was killed"
+        # As if the file had been written past the checkpoint: resume cuts it back.
+        with out.open("a") as stream:
+            stream.write('"half a line')
         resumed = run_cli("resume", job_id, env=env, timeout=120)
         assert resumed.returncode == 0, resumed.stderr
         lines = out.read_text().splitlines()
