@@ -135,6 +135,9 @@ class CeleryBackend(Backend):
                     task_id=f"{job.job_id}-{remaining[0].index}",
                     queue=defaults.QUEUE,
                     producer=self._producer,
+                    # Results travel through the ledger: without this Celery subscribes
+                    # to a result channel per chunk, and the producer grows with the job.
+                    ignore_result=True,
                     **limits,
                 )
                 remaining.pop(0)
