@@ -43,13 +43,13 @@ CASES = [
         ("run", "producer.ranges:count_chunks", "--range", "3", "--broker", "{broker}"),
         2,
         "allow-list",
-    ),  # fmt: skip
+    ),
     Case(
         "result JSON cannot carry",
         ("run", "tests.workloads:as_set", "--range", "2:3", "--broker", "{broker}"),
         1,
         "f(2) raised TypeError: result of f(2): a value of type set cannot travel as JSON",
-    ),  # fmt: skip
+    ),
     Case("unknown backend", ("run", "tasks.demo:square", "--range", "3", "--backend", "gpu"), 2, "unknown backend"),
     Case("unknown reduce op", (*SQUARE, "--range", "3", "--reduce", "avg"), 2, "unknown reduce op"),
     Case("unknown on-error mode", (*SQUARE, "--range", "3", "--on-error", "ignore"), 2, "unknown --on-error"),
@@ -60,35 +60,35 @@ CASES = [
         ("run", "tasks.demo:square", "--range", "3", "--timeout", "0", "--broker", "{broker}"),
         2,
         "--timeout must be a positive",
-    ),  # fmt: skip
+    ),
     Case("timeout on a local backend", (*SQUARE, "--range", "3", "--timeout", "5"), 2, "--timeout needs"),
     Case(
         "unreachable broker",
         ("run", "tasks.demo:square", "--range", "3", "--broker", "{dead}"),
         3,
         "cannot reach Redis",
-    ),  # fmt: skip
+    ),
     Case(
         "wrong broker password",
         ("run", "tasks.demo:square", "--range", "3", "--broker", "{bad_password}"),
         3,
         "refused the credentials",
-    ),  # fmt: skip
+    ),
     Case(
         "malformed broker URL",
         ("run", "tasks.demo:square", "--range", "3", "--broker", "http//nowhere"),
         2,
         "bad broker URL",
-    ),  # fmt: skip
+    ),
     Case(
         "workers 0", ("run", "tasks.demo:square", "--range", "3", "--workers", "0"), 2, "--workers must be at least 1"
-    ),  # fmt: skip
+    ),
     Case(
         "output in a missing directory",
         (*SQUARE, "--range", "3", "--output", "/no/such/dir/out.jsonl"),
         2,
         "does not exist",
-    ),  # fmt: skip
+    ),
     Case("resume an unknown job", ("resume", "feedbeef", "--broker", "{broker}"), 2, "no job 'feedbeef'"),
     Case("resume without a broker", ("resume", "feedbeef"), 2, "resume needs --broker"),
     Case("unknown subcommand", ("fly",), 2, "invalid choice"),

@@ -174,9 +174,9 @@ def test_producer_killed_then_resume_gives_the_same_output(workers: Workers, red
             # Wait for a checkpoint: the emitted chunks' results are gone from Redis by then.
             for key in client.scan_iter(match="distloop:job:*"):
                 name = key.decode()
-                if name.count(":") == 2 and client.hget(name, "checkpoint"):
-                    if json.loads(client.hget(name, "checkpoint"))["next"] >= 2:
-                        return name.split(":")[2]
+                state = client.hget(name, "checkpoint") if name.count(":") == 2 else None
+                if state and json.loads(state)["next"] >= 2:
+                    return name.split(":")[2]
             return None
 
         job_id = wait_until(checkpointed_job, 60, "a checkpoint written")
