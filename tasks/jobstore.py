@@ -22,6 +22,25 @@ import redis
 
 PREFIX = "distloop:job:"
 
+# KEYS: meta, running. ARGV: index, entry, expires. Only while the job exists.
+_MARK_STARTED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: meta, results, done, running. ARGV: index, result, expires. Only while the job exists.
+_PUT_RESULT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 1
+"""
+
 
 def _keys(job_id: str) -> tuple[str, str, str, str]:
     base = PREFIX + job_id
@@ -58,29 +77,22 @@ class JobStore:
     def mark_started(self, job_id: str, index: int, host: str) -> bool:
         """Record that ``host`` runs chunk ``index``; False if the job is gone (cancelled)."""
         meta_key, _, _, running_key = _keys(job_id)
-        if not self.client.exists(meta_key):
-            return False
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(running_key, str(index), json.dumps({"host": host, "at": time.time()}))
-        pipe.expire(running_key, self.expires)
-        pipe.execute()
-        return True
+        entry = json.dumps({"host": host, "at": time.time()})
+        return bool(self.client.eval(_MARK_STARTED, 2, meta_key, running_key, str(index), entry, self.expires))
 
     def running(self, job_id: str) -> dict[int, dict[str, Any]]:
         """Chunks a worker has started and not finished: index -> {"host", "at"}."""
         raw = self.client.hgetall(_keys(job_id)[3])
         return {int(k): json.loads(v) for k, v in raw.items()}
 
-    def put_result(self, job_id: str, index: int, result: dict[str, Any]) -> None:
-        """Record chunk ``index``'s result and announce it (worker side)."""
-        _, results_key, done_key, running_key = _keys(job_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(results_key, str(index), json.dumps(result))
-        pipe.hdel(running_key, str(index))
-        pipe.rpush(done_key, index)
-        pipe.expire(results_key, self.expires)
-        pipe.expire(done_key, self.expires)
-        pipe.execute()
+    def put_result(self, job_id: str, index: int, result: dict[str, Any]) -> bool:
+        """Record chunk ``index``'s result and announce it (worker side); False if the job is gone.
+
+        Atomic with the job's existence, so a chunk that finishes after its job was
+        cancelled or collected leaves nothing behind in Redis.
+        """
+        keys = _keys(job_id)
+        return bool(self.client.eval(_PUT_RESULT, 4, *keys, str(index), json.dumps(result), self.expires))
 
     def pop_done(self, job_id: str, timeout: float, most: int = 1000) -> list[int]:
         """Chunk indices finished since the last call; waits up to ``timeout`` for the first."""

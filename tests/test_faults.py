@@ -242,6 +242,8 @@ def test_ctrl_c_exits_130_and_clears_the_queue(workers: Workers, redis_server: R
     assert code == 130 and took < 5
     assert queued(redis_server) == 0
     assert not list(client.scan_iter(match="distloop:job:*"))
+    # The chunks that were running finish (or are skipped) and are acknowledged.
+    wait_until(lambda: client.hlen("unacked") == 0, 30, "every message acknowledged")
     # The workers are idle and usable: a new job runs at once.
     report = run_job("tests.workloads:sleep_ms", range(20), chunk_size=5, backend="celery", settings=workers.settings)
     assert report.result == list(range(20))
