@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint perf scale install redis clean
+.PHONY: run test test-faults load lint perf scale install redis clean
 
 install: redis
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,15 @@ lint: install
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not faults"
+
+# Fault tests kill workers, Redis and producers mid-job: slower, run by .ci/run too.
+test-faults: install
+	$(BIN)/pytest -m faults
+
+# 100,000 chunks through real workers; prints producer and Redis memory (minutes).
+load: install
+	$(PY) -m tests.load_check
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -41,6 +42,11 @@ def validate(reduce: str | None, on_error: str) -> None:
         raise UsageError(f"unknown reduce op {reduce!r}; choose from {', '.join(REDUCERS)}")
     if on_error not in ON_ERROR:
         raise UsageError(f"unknown --on-error {on_error!r}; choose from {', '.join(ON_ERROR)}")
+
+
+def validate_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, not {timeout}")
 
 
 def chunk_size_option(chunk_size: int | str) -> int | None:
@@ -90,18 +96,22 @@ def run_job(
     output: IO[str] | None = None,
     progress: Progress | None = None,
     job_id: str | None = None,
+    timeout: float | None = None,
 ) -> JobReport:
     """Run ``f`` over ``items`` and report how; see :func:`run_loop`."""
     validate(reduce, on_error)
+    validate_timeout(timeout)
     target = f if isinstance(f, str) else target_of(f)
     fn = resolve(target)  # preflight in this process: fails fast on a bad target
     if not isinstance(items, range):
         items = list(items)
     sink = JsonLinesSink(output) if output is not None else ListSink()
     assembler = Assembler(reduce, on_error, sink)
-    job = JobSpec(job_id or uuid.uuid4().hex[:12], target, reduce, on_error)
+    job = JobSpec(job_id or uuid.uuid4().hex[:12], target, reduce, on_error, timeout)
     owned = isinstance(backend, str)
     engine = get_backend(backend, settings, workers) if isinstance(backend, str) else backend
+    if timeout is not None and not engine.supports_timeout:
+        raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
     try:
         engine.start((job.target.rpartition(":")[0],))
         planner = plan_chunks(items, chunk_size, fn, engine.workers)
@@ -114,6 +124,11 @@ def run_job(
             planner.observe(result)
             assembler.total_chunks = planner.estimated_chunks()
 
+        # Everything `distloop resume` needs to finish the job is kept in its ledger.
+        if isinstance(items, range):
+            job.meta.update(range=[items.start, items.stop, items.step])
+        if output is not None and getattr(output, "name", None):
+            job.meta.update(output=os.path.abspath(output.name))
         started = time.perf_counter()
         run_chunks(engine, job, iter(planner), assembler, window=planner.window(), observe=observe, progress=progress)
         wall = time.perf_counter() - started

@@ -38,7 +38,7 @@ class Assembler:
 
     def add(self, result: ChunkResult) -> bool:
         """Take one chunk's result; False if that index already had one."""
-        if result.index in self.seen:
+        if result.index in self.seen or result.index < self._next:
             return False
         if result.fatal:
             raise fatal_error(result.fatal)
@@ -59,6 +59,32 @@ class Assembler:
             self._emit(self._buffer.pop(self._next))
             self._next += 1
         return True
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """State that lets a resumed job skip every chunk already emitted, or None.
+
+        Possible when results leave the producer as they come (a reduce op, or an
+        output file, flushed here so that its length matches); a result list kept
+        in memory cannot be rebuilt from a checkpoint.
+        """
+        if not self.reduce and not isinstance(self.sink, JsonLinesSink):
+            return None
+        state: dict[str, Any] = {
+            "next": self._next, "items": self.items, "chunks": self.chunks,
+            "errors": self.errors, "hosts": self.hosts, "value": codec.encode(self.value),
+        }  # fmt: skip
+        if isinstance(self.sink, JsonLinesSink):
+            self.sink.stream.flush()
+            state["output_offset"] = self.sink.stream.tell()
+        self.seen = {i for i in self.seen if i >= self._next}  # the rest is below _next
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint` (the output stream is positioned by the caller)."""
+        self._next = int(state["next"])
+        self.items, self.chunks = int(state["items"]), int(state["chunks"])
+        self.errors, self.hosts = list(state["errors"]), dict(state["hosts"])
+        self.value = codec.decode(state["value"])
 
     def _emit(self, result: ChunkResult) -> None:
         if self.reduce:

@@ -9,7 +9,7 @@ dispatcher's and the assembler's work, shared by every backend, by
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
@@ -27,13 +27,26 @@ class JobSpec:
     target: str
     reduce: str | None = None
     on_error: str = "raise"
+    #: Seconds a chunk may run before its stuck item is reported failed (None: no limit).
+    timeout: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """A job left unfinished: its description, finished chunks, and sent chunks' boundaries."""
+
+    meta: dict[str, Any]
+    done: list[ChunkResult]
+    plan: dict[int, ChunkSpec]
 
 
 class Backend(ABC):
     """Runs chunks. Use as a context manager, or call :meth:`start` and :meth:`close`."""
 
     name: ClassVar[str]
+    #: Whether the backend can stop a chunk that runs past ``JobSpec.timeout``.
+    supports_timeout: ClassVar[bool] = False
 
     def __init__(self, settings: Settings | None = None, workers: int | None = None) -> None:
         self.settings = settings or Settings.from_env()
@@ -59,6 +72,21 @@ class Backend(ABC):
     @abstractmethod
     def wait(self, job: JobSpec, timeout: float) -> list[ChunkResult]:
         """Results finished since the last call; waits up to ``timeout`` for the first."""
+
+    def lost(self, job: JobSpec, pending: Collection[int]) -> list[int]:
+        """Indices among ``pending`` (sent, no result yet) that must be sent again.
+
+        Local backends never lose a chunk; the celery backend finds chunks lost
+        with a dead worker or a restarted Redis.
+        """
+        return []
+
+    def collected(self, job: JobSpec, checkpoint: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Chunks below ``checkpoint["next"]`` are emitted: forget their results, keep the checkpoint."""
+
+    def stored_job(self, job_id: str) -> StoredJob | None:
+        """A job left unfinished by a producer that died: its description and finished chunks."""
+        raise UsageError(f"the {self.name} backend keeps no jobs to resume")
 
     def cancel(self, job: JobSpec) -> None:  # noqa: B027 - optional hook
         """Drop ``job``'s chunks that have not started."""

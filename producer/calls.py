@@ -153,7 +153,7 @@ class CallDispatcher:
         with self._lock:
             job = self._jobs.by_target.get(target)
             if job is None:
-                job = JobSpec(uuid.uuid4().hex[:12], target, None, "collect", {"facade": "calls"})
+                job = JobSpec(uuid.uuid4().hex[:12], target, None, "collect", meta={"facade": "calls"})
                 self._jobs.by_target[target] = job
             return job
 

@@ -8,17 +8,18 @@ a list that this side pops in bulk, so nothing is polled one task at a time.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from producer.backend import Backend, JobSpec, register
+from producer.backend import Backend, JobSpec, StoredJob, register
+from producer.recovery import LostChunks, purge_job
 from tasks import defaults
 from tasks.application import make_app
-from tasks.errors import BrokerUnavailable
+from tasks.errors import BrokerUnavailable, UsageError
 from tasks.heartbeat import live_workers
 from tasks.jobstore import JobStore
 from tasks.kernel import ChunkResult, ChunkSpec
@@ -41,8 +42,8 @@ def connect_store(settings: Settings) -> JobStore:
         raise BrokerUnavailable(f"Redis at {mask_url(url)}: {exc}") from None
     except (redis.RedisError, OSError) as exc:
         raise BrokerUnavailable(f"cannot reach Redis at {mask_url(url)}: {exc}") from None
-    except ValueError as exc:
-        raise BrokerUnavailable(f"bad broker URL {mask_url(url)}: {exc}") from None
+    except ValueError as exc:  # a malformed URL is bad input, not an unavailable broker
+        raise UsageError(f"bad broker URL {mask_url(url)}: {exc}") from None
     return JobStore(client, settings.result_expires)
 
 
@@ -62,6 +63,7 @@ class CeleryBackend(Backend):
     """Chunks run on Celery workers: the embedded cluster, or the ones at ``--broker``."""
 
     name = "celery"
+    supports_timeout = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,6 +72,10 @@ class CeleryBackend(Backend):
         self.store: JobStore | None = None
         self._producer: Any = None
         self._workers = 0
+        self._broker: redis.Redis | None = None
+        self._lost: LostChunks | None = None
+        self._outage_since: float | None = None
+        self._no_worker_since: float | None = None
 
     @property
     def workers(self) -> int:
@@ -92,6 +98,7 @@ class CeleryBackend(Backend):
                 self._workers = self.cluster.workers
             self.store = connect_store(settings)
             self.app = make_app(settings)
+            self._broker = self._broker_client(settings)
             if not self.embedded:
                 self._workers = self._count_remote_workers()
         except BaseException:
@@ -109,34 +116,112 @@ class CeleryBackend(Backend):
             )
         return self.requested_workers or total
 
+    def _broker_client(self, settings: Settings) -> redis.Redis:
+        """A plain Redis client on the broker, to read and purge the queue."""
+        assert self.store is not None
+        if settings.effective_broker_url == settings.effective_result_url:
+            return self.store.client
+        return redis.Redis.from_url(settings.effective_broker_url, **settings.redis_options())
+
     def open_job(self, job: JobSpec) -> None:
         module = job.target.rpartition(":")[0]
         self.start((module,))
-        assert self.app is not None and self.store is not None
+        assert self.app is not None and self.store is not None and self._broker is not None
         if self.cluster is not None:  # our private workers: allow this job's module too
             self.store.allow([module])
-        self.store.create(
-            job.job_id, {"target": job.target, "reduce": job.reduce, "on_error": job.on_error, **job.meta}
-        )
+        meta = {
+            "target": job.target, "reduce": job.reduce, "on_error": job.on_error,
+            "timeout": job.timeout, "state": "running", **job.meta,
+        }  # fmt: skip
+        self.store.create(job.job_id, meta)
+        self._lost = LostChunks(self.store, self._broker, defaults.QUEUE, job.job_id, meta)
         if self._producer is None:
             self._producer = self.app.producer_pool.acquire(block=True)
 
     def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
         assert self.app is not None
+        assert self.store is not None
+        limits = time_limits(job.timeout)
+        plan = [c.to_wire() for c in chunks if c.calls is None]
+        while True:
+            try:
+                # The plan first: a producer that dies mid-send leaves no chunk resume cannot place.
+                self.store.record_plan(job.job_id, plan)
+                # One producer connection; kombu's batch pipelines the publishes to Redis.
+                with self._producer.batch(max_size=max(1, len(chunks))):
+                    for chunk in chunks:
+                        self.app.send_task(
+                            defaults.CHUNK_TASK,
+                            args=(job.job_id, job.target, chunk.to_wire(), job.reduce, job.on_error),
+                            argsrepr=describe_chunk(job, chunk),
+                            task_id=f"{job.job_id}-{chunk.index}",
+                            queue=defaults.QUEUE,
+                            producer=self._producer,
+                            # Results travel through the ledger: without this Celery subscribes
+                            # to a result channel per chunk, and the producer grows with the job.
+                            ignore_result=True,
+                            **limits,
+                        )
+                self._outage_since = None
+                return
+            except (OperationalError, redis.RedisError, OSError) as exc:
+                # The batch is sent again whole: a chunk delivered twice is harmless.
+                self._survive_outage(f"lost the broker while sending chunks: {exc}")
+                time.sleep(1.0)
+
+    def collected(self, job: JobSpec, checkpoint: dict[str, Any]) -> None:
+        """Record the checkpoint in the ledger, then drop the results it covers (Redis stays small)."""
+        assert self.store is not None
         try:
-            # One producer connection; kombu's batch pipelines the publishes to Redis.
-            with self._producer.batch(max_size=max(1, len(chunks))):
-                for chunk in chunks:
-                    self.app.send_task(
-                        defaults.CHUNK_TASK,
-                        args=(job.job_id, job.target, chunk.to_wire(), job.reduce, job.on_error),
-                        argsrepr=describe_chunk(job, chunk),
-                        task_id=f"{job.job_id}-{chunk.index}",
-                        queue=defaults.QUEUE,
-                        producer=self._producer,
-                    )
-        except OperationalError as exc:
-            raise BrokerUnavailable(f"lost the broker while sending chunks: {exc}") from None
+            self.store.checkpoint(job.job_id, checkpoint)
+        except (redis.RedisError, OSError) as exc:
+            self._survive_outage(f"lost the result store: {exc}")
+
+    def stored_job(self, job_id: str) -> StoredJob | None:
+        self.start()
+        assert self.store is not None
+        meta = self.store.meta(job_id)
+        if meta is None:
+            return None
+        done = sorted(self.store.finished_indices(job_id))
+        raw = self.store.results(job_id, done)
+        plan = {i: ChunkSpec(i, start, stop, step) for i, (start, stop, step) in self.store.plan(job_id).items()}
+        return StoredJob(meta, [ChunkResult.from_wire(r) for r in raw if r is not None], plan)
+
+    def _survive_outage(self, message: str) -> None:
+        """Redis is unreachable: go on waiting for it, up to BROKER_OUTAGE_SECONDS, then fail."""
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+        if now - self._outage_since > defaults.BROKER_OUTAGE_SECONDS:
+            raise BrokerUnavailable(f"{message} (unreachable for {defaults.BROKER_OUTAGE_SECONDS:.0f} s)")
+
+    def lost(self, job: JobSpec, pending: Collection[int]) -> list[int]:
+        """Chunks lost with a dead worker or a restarted Redis (see :mod:`producer.recovery`)."""
+        assert self.store is not None and self._lost is not None
+        try:
+            lost = self._lost.find(pending)
+            alive = bool(live_workers(self.store.client))
+        except (redis.RedisError, OSError) as exc:
+            self._survive_outage(f"lost the result store: {exc}")
+            return []
+        self._outage_since = None
+        self._check_workers_alive(alive)
+        return lost
+
+    def _check_workers_alive(self, alive: bool) -> None:
+        """With no worker heartbeat for BROKER_OUTAGE_SECONDS, fail instead of waiting forever."""
+        if alive:
+            self._no_worker_since = None
+            return
+        now = time.monotonic()
+        if self._no_worker_since is None:
+            self._no_worker_since = now
+        if now - self._no_worker_since > defaults.BROKER_OUTAGE_SECONDS:
+            raise BrokerUnavailable(
+                f"no distloop worker has been alive for {defaults.BROKER_OUTAGE_SECONDS:.0f} s; "
+                "the job stays in Redis: start workers and run `distloop resume`"
+            )
 
     def wait(self, job: JobSpec, timeout: float) -> list[ChunkResult]:
         assert self.store is not None
@@ -146,19 +231,26 @@ class CeleryBackend(Backend):
                 return []
             raw = self.store.results(job.job_id, indices)
         except (redis.RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"lost the result store: {exc}") from None
+            self._survive_outage(f"lost the result store: {exc}")
+            time.sleep(min(timeout, 1.0))
+            return []
+        self._outage_since = None
         return [ChunkResult.from_wire(r) for r in raw if r is not None]
 
     def cancel(self, job: JobSpec) -> None:
-        """Revoke the job: its ledger goes, so workers skip any chunk still queued."""
-        if self.store is not None:
-            try:
-                self.store.delete(job.job_id)
-            except redis.RedisError:
-                pass
+        """Revoke the job: its queued messages and its ledger go, so workers skip the rest."""
+        if self.store is None:
+            return
+        try:
+            self.store.delete(job.job_id)  # first: a worker that still gets a chunk skips it
+            if self._broker is not None:
+                purge_job(self._broker, defaults.QUEUE, job.job_id)
+        except (redis.RedisError, OSError):
+            pass
 
     def close_job(self, job: JobSpec) -> None:
         self.cancel(job)
+        self._lost = None
 
     def close(self) -> None:
         if self._producer is not None:
@@ -167,9 +259,19 @@ class CeleryBackend(Backend):
         if self.app is not None:
             self.app.close()
             self.app = None
+        if self._broker is not None:
+            self._broker.close()
+            self._broker = None
         if self.store is not None:
             self.store.client.close()
             self.store = None
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None
+
+
+def time_limits(timeout: float | None) -> dict[str, float]:
+    """Celery's per-task limits for ``--timeout``: soft at the timeout, hard a grace later."""
+    if timeout is None:
+        return {}
+    return {"soft_time_limit": timeout, "time_limit": timeout + defaults.TIMEOUT_GRACE_SECONDS}

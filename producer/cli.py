@@ -25,6 +25,7 @@ COMMANDS = (
     "producer.cmd_up",
     "producer.cmd_status",
     "producer.cmd_flower",
+    "producer.cmd_resume",
 )
 
 EXIT_INTERRUPTED = 130

@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", help="write results as JSON Lines, in loop order")
     parser.add_argument("--broker", help="Redis URL of running workers (default: an embedded cluster)")
     parser.add_argument("--on-error", default="raise", help=f"{' or '.join(ON_ERROR)} (default raise)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="per chunk: an item still running after SECONDS is reported failed (celery backend)",
+    )
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress on stderr: a bar on a terminal, else plain lines (default on)")  # fmt: skip
     parser.add_argument("--progress-every", type=float, default=defaults.PROGRESS_INTERVAL, metavar="SECONDS",
@@ -59,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
         report = run_job(
             args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,
             workers=args.workers, on_error=args.on_error, settings=settings, output=output,
-            progress=progress,
+            progress=progress, timeout=args.timeout,
         )  # fmt: skip
     except ChunkFailed as exc:
         if exc.remote_traceback:

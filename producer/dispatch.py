@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 
 from producer.assemble import Assembler
 from producer.backend import Backend, JobSpec
+from tasks import defaults
 from tasks.kernel import ChunkResult, ChunkSpec
 
 #: Called after each chunk result with the assembler (progress display).
@@ -30,6 +32,7 @@ def run_chunks(
     progress: Progress | None = None,
     observe: Observer | None = None,
     poll: float = 0.5,
+    recovery_interval: float = defaults.RECOVERY_INTERVAL,
 ) -> None:
     """Run every chunk of ``chunks`` on ``backend`` and feed the results to ``assembler``.
 
@@ -37,7 +40,8 @@ def run_chunks(
     the exception propagates.
     """
     window = window or window_for(backend)
-    in_flight: set[int] = set()
+    in_flight: dict[int, ChunkSpec] = {}
+    next_check = time.monotonic() + recovery_interval
     backend.open_job(job)
     try:
         exhausted = False
@@ -47,12 +51,18 @@ def run_chunks(
                 exhausted = len(batch) < window - len(in_flight)
                 if batch:
                     backend.submit(job, batch)
-                    in_flight.update(c.index for c in batch)
+                    in_flight.update((c.index, c) for c in batch)
             if not in_flight:
                 break
+            if time.monotonic() >= next_check:
+                resend_lost(backend, job, in_flight)
+                checkpoint = assembler.checkpoint()
+                if checkpoint is not None:
+                    backend.collected(job, checkpoint)
+                next_check = time.monotonic() + recovery_interval
             for result in backend.wait(job, poll):
                 if result.index in in_flight:
-                    in_flight.discard(result.index)
+                    del in_flight[result.index]
                     if observe is not None:
                         observe(result)
                     assembler.add(result)
@@ -63,3 +73,10 @@ def run_chunks(
         raise
     finally:
         backend.close_job(job)
+
+
+def resend_lost(backend: Backend, job: JobSpec, in_flight: dict[int, ChunkSpec]) -> None:
+    """Send again the chunks in flight that the backend says are lost (a dead worker, a restarted Redis)."""
+    lost = backend.lost(job, in_flight.keys())
+    if lost:
+        backend.submit(job, [in_flight[i] for i in lost])

@@ -56,7 +56,7 @@ class ChunkPlanner:
     With ``fixed`` set (``--chunk-size N``) every chunk has that size.
     """
 
-    def __init__(self, r: range, workers: int, cost: float, fixed: int | None = None) -> None:
+    def __init__(self, r: range, workers: int, cost: float, fixed: int | None = None, first_index: int = 0) -> None:
         self.range = r
         self.workers = max(1, workers)
         self.fixed = fixed
@@ -65,6 +65,7 @@ class ChunkPlanner:
         self._measured_seconds = 0.0
         self.first_size = fixed or auto_chunk_size(len(r), cost, workers)
         self.sent = 0  # chunks handed out so far
+        self.first_index = first_index
         self.offset = 0  # items handed out so far
 
     def observe(self, result: ChunkResult) -> None:
@@ -91,7 +92,7 @@ class ChunkPlanner:
         while self.offset < total:
             size = self.next_size(total - self.offset)
             part = self.range[self.offset : self.offset + size]
-            yield ChunkSpec(index=self.sent, start=part.start, stop=part.stop, step=part.step)
+            yield ChunkSpec(index=self.first_index + self.sent, start=part.start, stop=part.stop, step=part.step)
             self.sent += 1
             self.offset += size
 

@@ -6,13 +6,15 @@ import os
 import pathlib
 from typing import Any
 
+import redis
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Celery, signals
 from celery.utils.log import get_task_logger
 
 from tasks import defaults
 from tasks.heartbeat import Heartbeat
 from tasks.jobstore import JobStore
-from tasks.kernel import ChunkSpec, run_named_chunk
+from tasks.kernel import ChunkSpec, killed_chunk_result, run_named_chunk
 from tasks.resolve import resolve
 from tasks.settings import Settings
 
@@ -42,7 +44,12 @@ def job_store() -> JobStore:
     return _store
 
 
-@app.task(name=defaults.CHUNK_TASK, bind=True, ignore_result=True)
+# A chunk whose process dies (SIGKILL, OOM, segfault) is sent again, at once, at most
+# WORKER_LOST_RETRIES times; then it is reported failed instead of looping forever.
+@app.task(
+    name=defaults.CHUNK_TASK, bind=True, ignore_result=True,
+    max_retries=defaults.WORKER_LOST_RETRIES, default_retry_delay=0,
+)  # fmt: skip
 def chunk(
     self: Any, job_id: str, target: str, spec: dict[str, Any], reduce: str | None = None, on_error: str = "raise"
 ) -> None:
@@ -53,11 +60,42 @@ def chunk(
     allow = settings.allowed_patterns
     if settings.allow_from_store:  # the embedded cluster: its producer adds modules as it meets them
         allow += store.allowed()
-    result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, allow)
+    # Under a --timeout (a per-task time limit) go item by item, so the stuck item is known.
+    fast = not any(self.request.timelimit or ())
+    result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, allow, fast)
     result.host = self.request.hostname or ""
     if result.fatal:
         logger.warning("refused chunk %s of job %s: %s", result.index, job_id, result.fatal["message"])
     store.put_result(job_id, result.index, result.to_wire())
+
+
+@signals.task_failure.connect
+def _record_killed_chunk(sender: Any = None, exception: Any = None, args: Any = None, **_: Any) -> None:
+    """A chunk killed by its hard time limit, or whose process died too often: report it.
+
+    Runs in the worker's main process. Without this the chunk would have no
+    result and its job would wait for it forever.
+    """
+    if getattr(sender, "name", None) != defaults.CHUNK_TASK or not args or len(args) < 3:
+        return
+    if isinstance(exception, TimeLimitExceeded):
+        kind, message = "Timeout", f"the chunk was killed by its hard time limit ({exception.args[0]} s)"
+    elif isinstance(exception, WorkerLostError):
+        kind = "WorkerLost"
+        message = f"the worker process running this chunk died {defaults.WORKER_LOST_RETRIES + 1} times ({exception})"
+    else:
+        return
+    job_id, _target, spec = args[:3]
+    reduce = args[3] if len(args) > 3 else None
+    on_error = args[4] if len(args) > 4 else "raise"
+    store = job_store()
+    try:
+        if not store.exists(job_id):
+            return
+        result = killed_chunk_result(ChunkSpec.from_wire(spec), reduce, on_error, kind, message)
+        store.put_result(job_id, result.index, result.to_wire())
+    except redis.RedisError as exc:
+        logger.warning("could not report failed chunk %s of job %s: %s", spec.get("index"), job_id, exc)
 
 
 _heartbeat: Heartbeat | None = None

@@ -76,3 +76,21 @@ STOP_GRACE_SECONDS = 5.0
 #: Guided sizing never makes a chunk shorter than this (seconds of work), so the
 #: shrinking tail does not drown in per-message overhead.
 MIN_CHUNK_SECONDS = 0.03
+
+
+#: Times a chunk is sent again after the process running it died (SIGKILL, OOM,
+#: segfault). Then it is reported failed: a function that kills its own process
+#: must not be redelivered forever.
+WORKER_LOST_RETRIES = 2
+
+#: Seconds between the producer's checks for chunks lost with a dead worker or
+#: a restarted Redis (the heartbeat TTL adds up to 4 s to notice a dead worker).
+RECOVERY_INTERVAL = 2.0
+
+#: Seconds the producer waits for an unreachable Redis to come back before it
+#: fails the job (exit code 3) instead of waiting forever.
+BROKER_OUTAGE_SECONDS = 30.0
+
+#: Extra seconds past ``--timeout`` before a chunk that ignores the soft limit
+#: (stuck in C code) is killed by the hard limit.
+TIMEOUT_GRACE_SECONDS = 5.0

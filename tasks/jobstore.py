@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from typing import Any
 
 import redis
@@ -25,10 +26,33 @@ import redis
 PREFIX = "distloop:job:"
 ALLOW_KEY = "distloop:allow"
 
+# KEYS: meta, running. ARGV: index, entry, expires. Only while the job exists.
+_MARK_STARTED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: meta, results, done, running. ARGV: index, result, expires. Only while the job exists.
+_PUT_RESULT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 1
+"""
+
 
 def _keys(job_id: str) -> tuple[str, str, str, str]:
     base = PREFIX + job_id
     return base, base + ":results", base + ":done", base + ":running"
+
+
+def _plan_key(job_id: str) -> str:
+    return PREFIX + job_id + ":plan"
 
 
 def ledger_keys(job_id: str) -> tuple[str, str, str, str]:
@@ -66,29 +90,22 @@ class JobStore:
     def mark_started(self, job_id: str, index: int, host: str) -> bool:
         """Record that ``host`` runs chunk ``index``; False if the job is gone (cancelled)."""
         meta_key, _, _, running_key = _keys(job_id)
-        if not self.client.exists(meta_key):
-            return False
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(running_key, str(index), json.dumps({"host": host, "at": time.time()}))
-        pipe.expire(running_key, self.expires)
-        pipe.execute()
-        return True
+        entry = json.dumps({"host": host, "at": time.time()})
+        return bool(self.client.eval(_MARK_STARTED, 2, meta_key, running_key, str(index), entry, self.expires))
 
     def running(self, job_id: str) -> dict[int, dict[str, Any]]:
         """Chunks a worker has started and not finished: index -> {"host", "at"}."""
         raw = self.client.hgetall(_keys(job_id)[3])
         return {int(k): json.loads(v) for k, v in raw.items()}
 
-    def put_result(self, job_id: str, index: int, result: dict[str, Any]) -> None:
-        """Record chunk ``index``'s result and announce it (worker side)."""
-        _, results_key, done_key, running_key = _keys(job_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(results_key, str(index), json.dumps(result))
-        pipe.hdel(running_key, str(index))
-        pipe.rpush(done_key, index)
-        pipe.expire(results_key, self.expires)
-        pipe.expire(done_key, self.expires)
-        pipe.execute()
+    def put_result(self, job_id: str, index: int, result: dict[str, Any]) -> bool:
+        """Record chunk ``index``'s result and announce it (worker side); False if the job is gone.
+
+        Atomic with the job's existence, so a chunk that finishes after its job was
+        cancelled or collected leaves nothing behind in Redis.
+        """
+        keys = _keys(job_id)
+        return bool(self.client.eval(_PUT_RESULT, 4, *keys, str(index), json.dumps(result), self.expires))
 
     def pop_done(self, job_id: str, timeout: float, most: int = 1000) -> list[int]:
         """Chunk indices finished since the last call; waits up to ``timeout`` for the first."""
@@ -102,6 +119,14 @@ class JobStore:
     def results(self, job_id: str, indices: list[int]) -> list[dict[str, Any] | None]:
         raw = self.client.hmget(_keys(job_id)[1], [str(i) for i in indices])
         return [json.loads(r) if r is not None else None for r in raw]
+
+    def has_results(self, job_id: str, indices: Collection[int]) -> set[int]:
+        """Those of ``indices`` that have a result stored."""
+        wanted = sorted(indices)
+        if not wanted:
+            return set()
+        raw = self.client.hmget(_keys(job_id)[1], [str(i) for i in wanted])
+        return {i for i, r in zip(wanted, raw, strict=True) if r is not None}
 
     def finished_indices(self, job_id: str) -> set[int]:
         return {int(k) for k in self.client.hkeys(_keys(job_id)[1])}
@@ -133,8 +158,37 @@ class JobStore:
         """The patterns :meth:`allow` added."""
         return tuple(sorted(_text(p) for p in self.client.smembers(ALLOW_KEY)))
 
+    def record_plan(self, job_id: str, chunks: list[dict[str, Any]]) -> None:
+        """Remember sent range chunks' boundaries (chunk sizes adapt, so resume cannot recompute them)."""
+        if chunks:
+            key = _plan_key(job_id)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, mapping={str(c["index"]): json.dumps([c["start"], c["stop"], c["step"]]) for c in chunks})
+            pipe.expire(key, self.expires)
+            pipe.execute()
+
+    def plan(self, job_id: str) -> dict[int, list[int]]:
+        """Chunk index -> [start, stop, step] of every sent chunk not yet below the checkpoint."""
+        return {int(k): json.loads(v) for k, v in self.client.hgetall(_plan_key(job_id)).items()}
+
+    def checkpoint(self, job_id: str, state: dict[str, Any]) -> None:
+        """Save the producer's checkpoint, then forget the results of chunks below ``state["next"]``."""
+        meta_key, results_key, _, _ = _keys(job_id)
+        before = self.client.hget(meta_key, "checkpoint")
+        start = int(json.loads(before)["next"]) if before else 0
+        pipe = self.client.pipeline()
+        pipe.hset(meta_key, "checkpoint", json.dumps(state))
+        pipe.expire(meta_key, self.expires)
+        pipe.execute()
+        below = list(range(start, int(state["next"])))
+        for offset in range(0, len(below), 10_000):
+            fields = [str(i) for i in below[offset : offset + 10_000]]
+            self.client.hdel(results_key, *fields)
+            # The plan keeps the last emitted chunk: resume continues after its stop.
+            self.client.hdel(_plan_key(job_id), *[f for f in fields if int(f) != int(state["next"]) - 1])
+
     def delete(self, job_id: str) -> None:
-        self.client.delete(*_keys(job_id))
+        self.client.delete(*_keys(job_id), _plan_key(job_id))
 
 
 def _text(value: bytes | str) -> str:

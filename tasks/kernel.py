@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from billiard.exceptions import SoftTimeLimitExceeded
+
 from tasks import codec
 from tasks.errors import TargetError, TargetNotAllowed
 from tasks.resolve import resolve
@@ -148,20 +150,56 @@ def _fast_chunk(fn: Callable[..., Any], chunk: ChunkSpec, reduce: str | None) ->
     return result
 
 
+def timeout_error(index: Any, message: str = "still running when the chunk's --timeout expired") -> dict[str, Any]:
+    """Describe an item stopped by the per-chunk time limit."""
+    return {"index": index, "type": "Timeout", "message": message, "traceback": ""}
+
+
+def skip_rest(chunk: ChunkSpec, after: Any, result: ChunkResult) -> None:
+    """Mark every item of ``chunk`` after ``after`` as failed by the timeout (collect mode)."""
+    seen = False
+    for index, _, _ in chunk.items():
+        if seen:
+            result.errors.append(timeout_error(index, "not run: the chunk's --timeout expired before it"))
+            result.items += 1
+            if result.values is not None:
+                result.values.append(None)
+        seen = seen or index == after
+
+
+def killed_chunk_result(chunk: ChunkSpec, reduce: str | None, on_error: str, kind: str, message: str) -> ChunkResult:
+    """The result of a chunk whose process was killed (hard time limit, repeated crash).
+
+    Which item was running is unknown here: every item of the chunk is reported
+    failed (only the first with ``on_error="raise"``).
+    """
+    result = ChunkResult(index=chunk.index, values=None if reduce else [])
+    for index, _, _ in chunk.items():
+        result.errors.append({"index": index, "type": kind, "message": message, "traceback": ""})
+        if on_error == "raise":
+            break
+        result.items += 1
+        if result.values is not None:
+            result.values.append(None)
+    return result
+
+
 def run_chunk(
     fn: Callable[..., Any],
     chunk: ChunkSpec,
     reduce: str | None = None,
     on_error: str = "raise",
+    fast: bool = True,
 ) -> ChunkResult:
     """Run ``fn`` over ``chunk``'s items; never raises for an item's failure.
 
-    Range chunks first take a fast path; if any item fails, the chunk is run
-    again item by item to find and report exactly which (chunks are pure
-    functions of their range, design decision 3).
+    With ``fast``, range chunks first take a fast path; if any item fails, the
+    chunk is run again item by item to find and report exactly which (chunks
+    are pure functions of their range, design decision 3). Chunks under a
+    ``--timeout`` go item by item from the start, so the stuck item is known.
     """
     started = time.perf_counter()
-    if chunk.calls is None:
+    if fast and chunk.calls is None:
         try:
             result = _fast_chunk(fn, chunk, reduce)
         except Exception:
@@ -179,6 +217,17 @@ def run_chunk(
                 acc = combine(reduce, acc, to_partial(value))  # type: ignore[arg-type]
             else:
                 result.values.append(codec.encode(value))  # type: ignore[union-attr]
+        except SoftTimeLimitExceeded:
+            # The chunk ran out of its --timeout: this item is the stuck one; the
+            # rest of the chunk is not attempted (the hard limit follows shortly).
+            result.errors.append(timeout_error(index))
+            if on_error == "raise":
+                break
+            result.items += 1
+            if result.values is not None:
+                result.values.append(None)
+            skip_rest(chunk, index, result)
+            break
         except codec.NotJSONable as exc:
             result.errors.append(item_error(index, exc, with_traceback=False) | {"type": "NotJSONable"})
             if on_error == "raise":
@@ -207,6 +256,7 @@ def run_named_chunk(
     reduce: str | None = None,
     on_error: str = "raise",
     allow: Any = None,
+    fast: bool = True,
 ) -> ChunkResult:
     """Resolve ``target`` (against ``allow``) and run the chunk; a refusal is a fatal result."""
     try:
@@ -214,4 +264,4 @@ def run_named_chunk(
     except TargetError as exc:
         kind = "not_allowed" if isinstance(exc, TargetNotAllowed) else "target"
         return ChunkResult(index=chunk.index, fatal={"kind": kind, "message": str(exc)})
-    return run_chunk(fn, chunk, reduce, on_error)
+    return run_chunk(fn, chunk, reduce, on_error, fast)

@@ -205,6 +205,8 @@ class Settings:
             # A chunk is acknowledged only after it ran, and requeued if its process dies.
             "task_acks_late": True,
             "task_reject_on_worker_lost": True,
+            # ...but as a retry with a cap (the task's max_retries), not forever.
+            "task_retry_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
             "worker_disable_prefetch": True,
             "task_time_limit": self.chunk_time_limit,

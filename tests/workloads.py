@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 
@@ -64,3 +65,47 @@ def sleep_square(i: int) -> int:
     """A stand-in for I/O-bound or remote work: waits 50 ms, needs no CPU, returns i*i."""
     time.sleep(0.05)
     return i * i
+
+
+def sleep_s(i: int, seconds: float = 0.25) -> int:
+    time.sleep(seconds)
+    return i
+
+
+def stuck_at_3(i: int) -> int:
+    """Item 3 never finishes on its own: --timeout must turn it into a failure."""
+    if i == 3:
+        time.sleep(3600)
+    return i
+
+
+def deaf_at_3(i: int) -> int:
+    """Item 3 ignores the soft time limit (like C code would): only the hard limit stops it."""
+    if i == 3:
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            try:
+                time.sleep(3600)
+            except Exception:  # swallowing SoftTimeLimitExceeded is the point
+                continue
+    return i
+
+
+def crash_once_at_13(i: int) -> int:
+    """The process running item 13 SIGKILLs itself, the first time only (marker file)."""
+    marker = os.path.join(os.environ["DISTLOOP_TEST_DIR"], "crashed-13")
+    if i == 13 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return i
+
+
+def crash_at_5(i: int) -> int:
+    """Item 5 kills its process every time: redelivery must stop after a few attempts."""
+    if i == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return i
+
+
+def unpicklable_result(i: int) -> object:
+    return object()

@@ -1,0 +1,103 @@
+"""Finding chunks a Celery job has lost, and clearing a job's messages from the broker.
+
+A chunk is in flight from the moment it is sent until its result is collected.
+It can be lost three ways, and the producer, which knows every chunk in flight,
+sends it again (a duplicate is harmless: one result per index is kept):
+
+- its worker died as a whole (SIGKILL, machine gone): the ledger says the chunk
+  runs on a host whose heartbeat has expired;
+- its message was taken by a worker that died before it started the chunk: the
+  chunk has been neither queued, nor running, nor done for ORPHAN_GRACE seconds;
+- Redis restarted without persistence: the job's ledger is gone, and with it
+  every queued message and stored result.
+
+kombu's Redis transport keeps a queue as one list per priority step: the queue's
+name for priority 0 and ``name + "\\x06\\x16" + step`` for the others. Each entry
+is a JSON message whose ``headers.id`` is the task id (``<job id>-<chunk index>``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Collection, Iterator
+from typing import Any
+
+import redis
+
+from tasks.heartbeat import live_workers
+from tasks.jobstore import JobStore
+
+#: kombu.transport.redis.PRIORITY_STEPS and Channel.sep.
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITY_SEP = "\x06\x16"
+
+#: Seconds a chunk may be out of the queue without being started before it counts
+#: as lost: a busy worker takes a moment between taking a message and starting it.
+ORPHAN_GRACE = 10.0
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold ``queue``'s messages, one per priority step."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
+def _task_id(raw: Any) -> str:
+    try:
+        return str(json.loads(raw)["headers"]["id"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def queued_messages(client: redis.Redis, queue: str, job_id: str) -> Iterator[tuple[str, Any, int]]:
+    """(list key, raw message, chunk index) for each of ``job_id``'s messages still queued."""
+    prefix = f"{job_id}-"
+    for key in queue_keys(queue):
+        for raw in client.lrange(key, 0, -1):
+            task_id = _task_id(raw)
+            if task_id.startswith(prefix) and task_id[len(prefix) :].isdigit():
+                yield key, raw, int(task_id[len(prefix) :])
+
+
+def purge_job(client: redis.Redis, queue: str, job_id: str) -> int:
+    """Remove ``job_id``'s queued messages from the broker; how many were removed."""
+    removed = 0
+    for key, raw, _ in list(queued_messages(client, queue, job_id)):
+        removed += int(client.lrem(key, 0, raw))
+    return removed
+
+
+class LostChunks:
+    """Decides, for one job, which chunks in flight must be sent again."""
+
+    def __init__(self, store: JobStore, broker: redis.Redis, queue: str, job_id: str, meta: dict[str, Any]) -> None:
+        self.store = store
+        self.broker = broker
+        self.queue = queue
+        self.job_id = job_id
+        self.meta = meta
+        self._unseen: dict[int, float] = {}  # index -> when first seen nowhere
+
+    def find(self, pending: Collection[int]) -> list[int]:
+        """Indices among ``pending`` (sent, no result collected) that nobody will deliver."""
+        if not pending:
+            return []
+        if not self.store.exists(self.job_id):
+            # Redis lost the ledger (restart without persistence): queue and results
+            # went with it. Write the ledger again, then every pending chunk goes again.
+            self.store.create(self.job_id, self.meta)
+            self._unseen.clear()
+            return sorted(pending)
+        running = self.store.running(self.job_id)
+        alive = live_workers(self.store.client)
+        lost = {i for i in pending if i in running and running[i].get("host") not in alive}
+        queued = {index for _, _, index in queued_messages(self.broker, self.queue, self.job_id)}
+        candidates = set(pending) - set(running) - queued
+        done = self.store.has_results(self.job_id, candidates)
+        now = time.monotonic()
+        self._unseen = {i: self._unseen.get(i, now) for i in candidates - done - lost}
+        # Taken off the queue and not started for a while: its worker died holding it.
+        orphans = {i for i, since in self._unseen.items() if now - since >= ORPHAN_GRACE}
+        for index in orphans:
+            del self._unseen[index]
+        return sorted(lost | orphans)

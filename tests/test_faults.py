@@ -1,0 +1,277 @@
+"""Faults with real processes: dead worker children, dead workers, a restarted Redis,
+a killed producer, Ctrl-C. Each job must finish with every index exactly once, or
+fail clearly in bounded time. Run by `make test-faults` (they take a minute or two).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from producer import BrokerUnavailable, ChunkFailed, run_job
+from producer.api import JobReport
+from producer.recovery import queue_keys
+from tasks import defaults
+from tasks.jobstore import JobStore
+from tests.conftest import ROOT, Workers, run_cli
+from tests.procs import alive, descendants
+from worker.redis_server import RedisServer, start_redis
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+class BackgroundJob:
+    """``run_job`` in a thread, so that the test can break things while it runs."""
+
+    def __init__(self, **options: Any) -> None:
+        self.report: JobReport | None = None
+        self.error: BaseException | None = None
+        self.finished_at = 0.0
+        self.thread = threading.Thread(target=self._run, kwargs=options, daemon=True)
+        self.thread.start()
+
+    def _run(self, **options: Any) -> None:
+        try:
+            self.report = run_job(backend="celery", **options)
+        except BaseException as exc:  # handed to the test
+            self.error = exc
+        self.finished_at = time.monotonic()
+
+    def join(self, timeout: float) -> JobReport:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"job still running after {timeout} s"
+        if self.error is not None:
+            raise self.error
+        assert self.report is not None
+        return self.report
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not {what} after {timeout} s")
+
+
+def store_for(server: RedisServer) -> JobStore:
+    return JobStore(server.client(), defaults.RESULT_EXPIRES)
+
+
+def queued(server: RedisServer) -> int:
+    client = server.client()
+    return sum(int(client.llen(k)) for k in queue_keys(defaults.QUEUE))
+
+
+def test_worker_child_killed_mid_chunk_is_redelivered(workers: Workers, tmp_path: Path) -> None:
+    workers.start(concurrency=2, extra_env={"DISTLOOP_TEST_DIR": str(tmp_path)})
+    report = run_job(
+        "tests.workloads:crash_once_at_13", range(40), chunk_size=4, backend="celery", settings=workers.settings
+    )
+    assert (tmp_path / "crashed-13").exists(), "the child running item 13 was not killed"
+    assert report.result == list(range(40))  # every index exactly once, in order
+    assert report.errors == []
+
+
+def test_chunk_that_always_kills_its_process_fails_instead_of_looping(workers: Workers) -> None:
+    workers.start(concurrency=2)
+    started = time.monotonic()
+    with pytest.raises(ChunkFailed) as info:
+        run_job("tests.workloads:crash_at_5", range(12), chunk_size=3, backend="celery", settings=workers.settings)
+    assert info.value.exc_type == "WorkerLost" and info.value.index == 3
+    assert "died 3 times" in info.value.message
+    print(f"\ngave up on the crashing chunk after {time.monotonic() - started:.1f} s")
+
+
+def test_whole_worker_killed_mid_job_recovers_on_the_other(workers: Workers, redis_server: RedisServer) -> None:
+    victim = workers.start(concurrency=1, hostname="victim@%h")
+    workers.start(concurrency=1, hostname="survivor@%h")
+    chunk_s = 1.0  # 4 items of 0.25 s
+    watch: dict[str, Any] = {}
+
+    def note_lost_chunk_done(assembler: Any) -> None:
+        if watch.get("index") in assembler.seen and "done" not in watch:
+            watch["done"] = time.monotonic()
+
+    job = BackgroundJob(
+        f="tests.workloads:sleep_s", items=range(32), chunk_size=4, settings=workers.settings, job_id="kill-worker",
+        progress=note_lost_chunk_done,
+    )  # fmt: skip
+    store = store_for(redis_server)
+    on_victim = wait_until(
+        lambda: [i for i, r in store.running("kill-worker").items() if r["host"].startswith("victim@")],
+        60, "running a chunk on the victim",
+    )  # fmt: skip
+    watch["index"] = on_victim[0]
+    victim.send_signal(signal.SIGKILL)  # main process and its pool children
+    killed_at = time.monotonic()
+    report = job.join(120)
+    recovery = job.finished_at - killed_at
+    assert report.result == list(range(32))
+    lost_done = watch["done"] - killed_at
+    print(f"\nworker SIGKILLed: its chunk {on_victim[0]} done again {lost_done:.1f} s later,"
+          f" job finished {recovery:.1f} s later (chunk {chunk_s} s)")  # fmt: skip
+    # Bound from the issue: the lost chunk's running time plus 30 s.
+    assert lost_done < chunk_s + 30
+
+
+def test_redis_restarted_mid_job_completes(workers: Workers, redis_server: RedisServer) -> None:
+    workers.start(concurrency=2)
+    job = BackgroundJob(
+        f="tests.workloads:sleep_s", items=range(40), chunk_size=4, settings=workers.settings, job_id="restart"
+    )
+    store = store_for(redis_server)
+    wait_until(lambda: store.running("restart"), 60, "running")
+    time.sleep(1.5)
+    redis_server.process.stop(signal.SIGTERM)  # no persistence: queue and ledger are gone
+    restarted: RedisServer | None = None
+    try:
+        restarted = start_redis(port=redis_server.port, password=redis_server.password)
+        restarted_at = time.monotonic()
+        report = job.join(120)
+        print(f"\nRedis restarted: job finished {job.finished_at - restarted_at:.1f} s later")
+        assert report.result == list(range(40))
+        assert report.errors == []
+    finally:
+        if restarted is not None:
+            restarted.stop()
+
+
+def test_redis_gone_for_good_fails_clearly(
+    workers: Workers, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(defaults, "BROKER_OUTAGE_SECONDS", 5.0)
+    workers.start(concurrency=2)
+    job = BackgroundJob(
+        f="tests.workloads:sleep_s", items=range(40), chunk_size=4, settings=workers.settings, job_id="gone"
+    )
+    wait_until(lambda: store_for(redis_server).running("gone"), 60, "running")
+    redis_server.process.stop(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="unreachable"):
+        job.join(60)
+    print(f"\nRedis gone: job failed {job.finished_at - stopped_at:.1f} s later")
+    assert job.finished_at - stopped_at < 5.0 + 20
+
+
+def test_producer_killed_then_resume_gives_the_same_output(workers: Workers, redis_server: RedisServer) -> None:
+    workers.start(concurrency=2)
+    out = ROOT / f".resume-{os.getpid()}.jsonl"
+    env = {"DISTLOOP_BROKER_URL": workers.settings.effective_broker_url, "DISTLOOP_ALLOW": "tests.workloads"}
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "producer.cli", "run", "tests.workloads:sleep_s", "--range", "0:48",
+         "--chunk-size", "2", "--output", str(out), "--no-progress"],
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        client = redis_server.client()
+
+        def checkpointed_job() -> str | None:
+            # Wait for a checkpoint: the emitted chunks' results are gone from Redis by then.
+            for key in client.scan_iter(match="distloop:job:*"):
+                name = key.decode()
+                state = client.hget(name, "checkpoint") if name.count(":") == 2 else None
+                if state and json.loads(state)["next"] >= 2:
+                    return name.split(":")[2]
+            return None
+
+        job_id = wait_until(checkpointed_job, 60, "a checkpoint written")
+        producer.kill()
+        producer.wait(10)
+        checkpoint = json.loads(client.hget(f"distloop:job:{job_id}", "checkpoint"))
+        done_before = checkpoint["next"] + client.hlen(f"distloop:job:{job_id}:results")
+        assert done_before < 24, "the job finished before the producer was killed"
+        # As if the file had been written past the checkpoint: resume cuts it back.
+        with out.open("a") as stream:
+            stream.write('"half a line')
+        resumed = run_cli("resume", job_id, env=env, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+        lines = out.read_text().splitlines()
+        assert [json.loads(line) for line in lines] == list(range(48))
+        assert "re-ran" in resumed.stderr
+        rerun = int(resumed.stderr.split("re-ran ")[1].split()[0])
+        assert rerun <= 24 - done_before
+        assert not client.exists(f"distloop:job:{job_id}")  # collected: the ledger is gone
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+        out.unlink(missing_ok=True)
+
+
+def _interrupt(args: list[str], env: dict[str, str], ready: Callable[[], Any]) -> tuple[int, float, set[int]]:
+    """Start `distloop ARGS`, Ctrl-C it once ``ready()``; exit code, seconds to exit, its processes."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "producer.cli", *args], cwd=ROOT, env={**os.environ, **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(ready, 90, "ready to interrupt")
+        spawned = descendants(process.pid)
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        _, err = process.communicate(timeout=30)
+        took = time.monotonic() - sent
+        assert "interrupted" in err and "Traceback" not in err, err
+        return process.returncode, took, spawned
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_ctrl_c_exits_130_and_clears_the_queue(workers: Workers, redis_server: RedisServer) -> None:
+    workers.start(concurrency=2)
+    client = redis_server.client()
+    env = {"DISTLOOP_BROKER_URL": workers.settings.effective_broker_url, "DISTLOOP_ALLOW": "tests.workloads"}
+    code, took, _ = _interrupt(
+        ["run", "tests.workloads:sleep_s", "--range", "0:400", "--chunk-size", "2", "--no-progress"],
+        env, lambda: queued(redis_server) > 0 and list(client.scan_iter(match="distloop:job:*:running")),
+    )  # fmt: skip
+    print(f"\nCtrl-C: exit {code} after {took:.2f} s")
+    assert code == 130 and took < 5
+    assert queued(redis_server) == 0
+    assert not list(client.scan_iter(match="distloop:job:*"))
+    # The chunks that were running finish (or are skipped) and are acknowledged.
+    wait_until(lambda: client.hlen("unacked") == 0, 30, "every message acknowledged")
+    # The workers are idle and usable: a new job runs at once.
+    report = run_job("tests.workloads:sleep_ms", range(20), chunk_size=5, backend="celery", settings=workers.settings)
+    assert report.result == list(range(20))
+
+
+def test_ctrl_c_with_embedded_cluster_leaves_nothing_running(tmp_path: Path) -> None:
+    ready = tmp_path / "out.jsonl"
+    code, took, spawned = _interrupt(
+        ["run", "tasks.demo:calc_stuff", "--range", "0:200000", "--chunk-size", "50", "--output", str(ready),
+         "--no-progress"],
+        {}, lambda: ready.exists() and ready.stat().st_size > 0,
+    )  # fmt: skip
+    print(f"\nCtrl-C (embedded): exit {code} after {took:.2f} s")
+    assert code == 130 and took < 5
+    assert spawned, "the embedded cluster started no process"
+    wait_until(lambda: not any(alive(p) for p in spawned), 10, "every embedded process gone")
+
+
+def test_message_taken_by_a_worker_that_died_before_starting_it_is_sent_again(
+    workers: Workers, redis_server: RedisServer
+) -> None:
+    workers.start(concurrency=1)
+    job = BackgroundJob(
+        f="tests.workloads:sleep_s", items=range(24), chunk_size=2, settings=workers.settings, job_id="orphan"
+    )
+    client = redis_server.client()
+    wait_until(lambda: queued(redis_server) >= 3, 60, "chunks queued")
+    stolen = json.loads(client.rpop(defaults.QUEUE))  # as a worker does, then "dies" holding it
+    assert stolen["headers"]["id"].startswith("orphan-")
+    report = job.join(120)
+    assert report.result == list(range(24))
