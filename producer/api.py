@@ -12,7 +12,7 @@ from typing import IO, Any
 from producer.assemble import Assembler, JsonLinesSink, ListSink
 from producer.backend import Backend, JobSpec, get_backend
 from producer.dispatch import Progress, run_chunks
-from producer.sizing import ChunkPlanner, probe_cost
+from producer.sizing import ChunkPlanner
 from tasks import codec
 from tasks.errors import UsageError
 from tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
@@ -62,11 +62,11 @@ def chunk_size_option(chunk_size: int | str) -> int | None:
     return size
 
 
-def plan_chunks(items: range | list[Any], chunk_size: int | str, fn: Callable[..., Any], workers: int) -> ChunkPlanner:
+def plan_chunks(items: range | list[Any], chunk_size: int | str, workers: int) -> ChunkPlanner:
     """The job's chunk planner; a list of values becomes a range over their positions."""
     fixed = chunk_size_option(chunk_size)
     if isinstance(items, range):
-        return ChunkPlanner(items, workers, probe_cost(fn, items), fixed)
+        return ChunkPlanner(items, workers, 0.0, fixed)
     return CallPlanner(items, workers, fixed)
 
 
@@ -102,7 +102,7 @@ def run_job(
     validate(reduce, on_error)
     validate_timeout(timeout)
     target = f if isinstance(f, str) else target_of(f)
-    fn = resolve(target)  # preflight in this process: fails fast on a bad target
+    resolve(target)  # preflight: import it here (never call it), so a bad target fails fast
     if not isinstance(items, range):
         items = list(items)
     sink = JsonLinesSink(output) if output is not None else ListSink()
@@ -114,7 +114,7 @@ def run_job(
         raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
     try:
         engine.start((job.target.rpartition(":")[0],))
-        planner = plan_chunks(items, chunk_size, fn, engine.workers)
+        planner = plan_chunks(items, chunk_size, engine.workers)
         assembler.total_chunks = planner.estimated_chunks()
         job.meta.update(items=len(items), chunk_size=planner.first_size, chunks=assembler.total_chunks)
         if progress is not None:
@@ -130,14 +130,14 @@ def run_job(
         if output is not None and getattr(output, "name", None):
             job.meta.update(output=os.path.abspath(output.name))
         started = time.perf_counter()
-        run_chunks(engine, job, iter(planner), assembler, window=planner.window(), observe=observe, progress=progress)
+        run_chunks(engine, job, iter(planner), assembler, window=planner.window, observe=observe, progress=progress)
         wall = time.perf_counter() - started
     finally:
         if owned:
             engine.close()
     result = assembler.value if reduce else (sink.values if isinstance(sink, ListSink) else None)
     return JobReport(
-        job.job_id, engine.name, len(items), planner.sent, planner.first_size, wall, result,
+        job.job_id, engine.name, len(items), planner.sent, planner.largest, wall, result,
         assembler.errors, assembler.hosts, engine.startup_s, assembler.compute_s,
     )  # fmt: skip
 

@@ -28,7 +28,7 @@ def run_chunks(
     chunks: Iterator[ChunkSpec],
     assembler: Assembler,
     *,
-    window: int | None = None,
+    window: int | Callable[[], int] | None = None,
     progress: Progress | None = None,
     observe: Observer | None = None,
     poll: float = 0.5,
@@ -39,16 +39,18 @@ def run_chunks(
     On any error or interruption the job's unstarted chunks are cancelled before
     the exception propagates.
     """
-    window = window or window_for(backend)
+    fixed_window = window if isinstance(window, int) else window_for(backend)
+    window_now = window if callable(window) else (lambda: fixed_window)
     in_flight: dict[int, ChunkSpec] = {}
     next_check = time.monotonic() + recovery_interval
     backend.open_job(job)
     try:
         exhausted = False
         while True:
-            if not exhausted and len(in_flight) < window:
-                batch = list(itertools.islice(chunks, window - len(in_flight)))
-                exhausted = len(batch) < window - len(in_flight)
+            room = window_now() - len(in_flight)
+            if not exhausted and room > 0:
+                batch = list(itertools.islice(chunks, room))
+                exhausted = len(batch) < room
                 if batch:
                     backend.submit(job, batch)
                     in_flight.update((c.index, c) for c in batch)

@@ -2,43 +2,23 @@
 
 Celery spends 1-4 ms of CPU per message on a 2-core machine, so a chunk must
 hold far more work than that, yet a job needs enough chunks to balance uneven
-items. The planner sizes each chunk as it is sent: about
-:data:`defaults.TARGET_CHUNK_SECONDS` of work by the latest cost estimate
-(a probe first, then the chunks that finished), at most an equal share of what
-remains (guided self-scheduling, so the last chunks are small and nothing
-straggles), and at least :data:`defaults.MIN_CHUNKS_PER_WORKER` per worker.
+items. The planner sizes each chunk as it is sent. Until the first chunk comes
+back the cost is unknown, and chunks are small probes
+(:data:`defaults.PROBE_CHUNK_ITEMS`), run where the loop runs: the function is
+never called in the producer's own process. Then each chunk holds about
+:data:`defaults.TARGET_CHUNK_SECONDS` of work by the latest cost estimate, at
+most an equal share of what remains (guided self-scheduling, so the last chunks
+are small and nothing straggles), and the job keeps at least
+:data:`defaults.MIN_CHUNKS_PER_WORKER` chunks per worker.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 from tasks import defaults
 from tasks.kernel import ChunkResult, ChunkSpec
-
-
-def probe_cost(fn: Callable[..., Any], r: range) -> float:
-    """Seconds per item of ``fn`` over the first items of ``r``, run in this process.
-
-    Stops after :data:`defaults.PROBE_SECONDS` or :data:`defaults.PROBE_MAX_ITEMS`
-    items. An item that raises ends the probe: the loop itself will report it.
-    """
-    spent = 0.0
-    count = 0
-    for i in r[: defaults.PROBE_MAX_ITEMS]:
-        started = time.perf_counter()
-        try:
-            fn(i)
-        except Exception:
-            break
-        spent += time.perf_counter() - started
-        count += 1
-        if spent >= defaults.PROBE_SECONDS:
-            break
-    return spent / count if count else 0.0
 
 
 def auto_chunk_size(items: int, cost: float, workers: int) -> int:
@@ -61,23 +41,23 @@ class ChunkPlanner:
         self.workers = max(1, workers)
         self.fixed = fixed
         self.cost = cost
-        self._measured_items = 0
-        self._measured_seconds = 0.0
-        self.first_size = fixed or auto_chunk_size(len(r), cost, workers)
+        self.first_size = fixed or auto_chunk_size(len(r), cost, workers)  # the cap on every chunk
+        self.largest = 0  # largest chunk handed out
         self.sent = 0  # chunks handed out so far
         self.first_index = first_index
         self.offset = 0  # items handed out so far
 
     def observe(self, result: ChunkResult) -> None:
-        """Fold a finished chunk's timing into the cost estimate."""
+        """Fold a finished chunk's timing into the cost estimate (recent chunks weigh most)."""
         if result.items and result.seconds > 0:
-            self._measured_items += result.items
-            self._measured_seconds += result.seconds
-            self.cost = self._measured_seconds / self._measured_items
+            latest = result.seconds / result.items
+            self.cost = latest if self.cost <= 0 else 0.5 * self.cost + 0.5 * latest
 
     def next_size(self, remaining: int) -> int:
         if self.fixed:
             return self.fixed
+        if self.cost <= 0:  # nothing measured yet: a small probe chunk
+            return max(1, min(defaults.PROBE_CHUNK_ITEMS, self.first_size, remaining))
         size = self.first_size
         if self.cost > 0:
             size = min(size, max(1, int(defaults.TARGET_CHUNK_SECONDS / self.cost)))
@@ -93,12 +73,15 @@ class ChunkPlanner:
             size = self.next_size(total - self.offset)
             part = self.range[self.offset : self.offset + size]
             yield ChunkSpec(index=self.first_index + self.sent, start=part.start, stop=part.stop, step=part.step)
+            self.largest = max(self.largest, size)
             self.sent += 1
             self.offset += size
 
     def estimated_chunks(self) -> int:
         """Chunks the job will have by the current estimate (exact once all are sent)."""
         count, offset, total = self.sent, self.offset, len(self.range)
+        if self.cost <= 0 and not self.fixed:  # before any measurement: the balance cap
+            return count + -(-(total - offset) // self.first_size)
         while offset < total:
             offset += self.next_size(total - offset)
             count += 1
@@ -106,7 +89,7 @@ class ChunkPlanner:
 
     def window(self) -> int:
         """Chunks to keep in flight: a few per worker, many when chunks are tiny."""
-        seconds = self.first_size * self.cost
-        if seconds and seconds < defaults.MIN_CHUNK_SECONDS:
-            return 1024
+        size = self.fixed or self.first_size
+        if self.cost > 0 and size * self.cost < defaults.MIN_CHUNK_SECONDS:
+            return defaults.MAX_WINDOW
         return defaults.MIN_CHUNKS_PER_WORKER * self.workers

@@ -60,9 +60,13 @@ TARGET_CHUNK_SECONDS = 0.25
 #: balance uneven items and show progress.
 MIN_CHUNKS_PER_WORKER = 4
 
-#: How long the producer probes the function's cost before sizing chunks.
-PROBE_SECONDS = 0.05
-PROBE_MAX_ITEMS = 64
+#: Items in each chunk sent before any chunk has come back: small probes whose
+#: timing sizes the rest (the function is never run in the producer itself).
+PROBE_CHUNK_ITEMS = 16
+
+#: Chunks in flight when chunks are tiny (a forced --chunk-size 1): enough that
+#: workers never wait for the producer, bounded so memory stays flat.
+MAX_WINDOW = 1024
 
 #: Seconds between plain progress lines when stderr is not a terminal (logs, CI).
 PROGRESS_INTERVAL = 10.0

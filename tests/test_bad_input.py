@@ -40,7 +40,7 @@ CASES = [
     Case("target without a colon", ("run", "tasks.demo", "--range", "3"), 2, "tasks.demo"),
     Case(
         "target outside the allow-list",
-        ("run", "producer.ranges:count_chunks", "--range", "3", "--broker", "{broker}"),
+        ("run", "producer.ranges:parse_range", "--range", "3", "--broker", "{broker}"),
         2,
         "allow-list",
     ),

@@ -51,11 +51,14 @@ def test_auto_chunks_cover_every_index_and_shrink_toward_the_end(r: range, cost:
 
 
 def test_planner_learns_cost_from_finished_chunks() -> None:
-    planner = ChunkPlanner(range(100_000), 2, 1e-6)
+    planner = ChunkPlanner(range(100_000), 2, 0.0)
     chunks = iter(planner)
     first = next(chunks)
+    assert len(first) == 16  # nothing measured yet: a probe chunk, never run in the producer
     planner.observe(ChunkResult(index=0, items=len(first), seconds=len(first) * 0.01))  # 10 ms per item
     assert len(next(chunks)) == int(0.25 / 0.01)
+    planner.observe(ChunkResult(index=1, items=25, seconds=25 * 0.03))  # items grew costlier: recent weighs most
+    assert len(next(chunks)) == int(0.25 / 0.02)
 
 
 def test_auto_chunk_size_balances_and_bounds_duration() -> None:
