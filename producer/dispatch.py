@@ -47,8 +47,11 @@ def run_chunks(
     try:
         exhausted = False
         while True:
-            room = window_now() - len(in_flight)
-            if not exhausted and room > 0:
+            size = window_now()
+            room = size - len(in_flight)
+            # Refill only once half the window has drained: publishing is batched, so a
+            # few large batches cost far less than a message at a time.
+            if not exhausted and len(in_flight) <= size // 2:
                 batch = list(itertools.islice(chunks, room))
                 exhausted = len(batch) < room
                 if batch:

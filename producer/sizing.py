@@ -80,12 +80,14 @@ class ChunkPlanner:
     def estimated_chunks(self) -> int:
         """Chunks the job will have by the current estimate (exact once all are sent)."""
         count, offset, total = self.sent, self.offset, len(self.range)
-        if self.cost <= 0 and not self.fixed:  # before any measurement: the balance cap
-            return count + -(-(total - offset) // self.first_size)
-        while offset < total:
+        if self.fixed or self.cost <= 0:  # a fixed size, or nothing measured yet: the balance cap
+            return count + -(-(total - offset) // (self.fixed or self.first_size))
+        for _ in range(256):  # the guided tail, chunk by chunk; called per result, so bounded
+            if offset >= total:
+                return count
             offset += self.next_size(total - offset)
             count += 1
-        return count
+        return count + -(-(total - offset) // self.next_size(total - offset))
 
     def window(self) -> int:
         """Chunks to keep in flight: a few per worker, many when chunks are tiny."""

@@ -62,12 +62,22 @@ def dispatch_rates(settings: Settings, n: int) -> tuple[float, float]:
 
 
 def peak_rss_mib(argv: list[str], env: dict[str, str]) -> float:
-    """Peak resident memory of a command (its own process), in MiB."""
+    """Peak resident memory of a command (its own process), in MiB.
+
+    Read from VmHWM while it runs: rusage's ru_maxrss would carry this (large)
+    process's peak across fork and exec.
+    """
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak = max(peak, int(status.split("VmHWM:")[1].split()[0]))
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.02)
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-    return usage.ru_maxrss / 1024
+    return peak / 1024
 
 
 def median_of(n: int, measure: Callable[[], float]) -> float:
