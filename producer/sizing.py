@@ -94,6 +94,5 @@ class ChunkPlanner:
         size = self.fixed or self.first_size
         if self.cost > 0 and size * self.cost < defaults.MIN_CHUNK_SECONDS:
             return defaults.MAX_WINDOW
-        # Two per worker process: one running, one queued. A deeper queue would hold
-        # chunks sized from an older cost estimate.
-        return 2 * self.workers
+        # Refilled at half (see dispatch): at least one running and one queued per process.
+        return defaults.MIN_CHUNKS_PER_WORKER * self.workers
