@@ -145,10 +145,6 @@ class JobStore:
             failed += bool(result.get("errors") or result.get("fatal"))
         return done, failed
 
-    def forget_results(self, job_id: str, indices: list[int]) -> None:
-        if indices:
-            self.client.hdel(_keys(job_id)[1], *[str(i) for i in indices])
-
     def allow(self, patterns: list[str]) -> None:
         """Add ``patterns`` to the allow-list of workers with ``allow_from_store``."""
         if patterns:

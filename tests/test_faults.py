@@ -23,7 +23,7 @@ from producer.api import JobReport
 from producer.recovery import queue_keys
 from tasks import defaults
 from tasks.jobstore import JobStore
-from tests.conftest import ROOT, Workers, run_cli
+from tests.conftest import ROOT, Workers, run_cli, wait_until
 from tests.procs import alive, descendants
 from worker.redis_server import RedisServer, start_redis
 
@@ -54,16 +54,6 @@ class BackgroundJob:
             raise self.error
         assert self.report is not None
         return self.report
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not {what} after {timeout} s")
 
 
 def store_for(server: RedisServer) -> JobStore:

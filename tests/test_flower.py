@@ -8,7 +8,6 @@ import os
 import re
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import pytest
 
 from producer import run_job
 from tasks.errors import UsageError
-from tests.conftest import ROOT, Workers, run_cli
+from tests.conftest import ROOT, Workers, run_cli, wait_until
 from worker.flower import FlowerProcess, parse_basic_auth, start_flower
 from worker.processes import ManagedProcess
 
@@ -47,13 +46,7 @@ def http_get(flower: FlowerProcess, path: str) -> tuple[int, str]:
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
     """Poll ``check`` until it returns something truthy (Flower learns from events, asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"Flower never showed {what} within {timeout:.0f} s")
+    return wait_until(check, timeout, f"shown by Flower: {what}", interval=0.1)
 
 
 def job_tasks(flower: FlowerProcess, job_id: str) -> dict[str, dict[str, Any]]:
