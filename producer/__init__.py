@@ -5,8 +5,9 @@ How data flows::
     run_loop / distloop run                     backends (one interface)
     -----------------------                     ------------------------
     parse TARGET and range                      serial : kernel in this thread
-    preflight: resolve f, probe its cost        thread : kernel in a thread pool
-    plan chunks (sizing.ChunkPlanner, lazy)     process: kernel in a process pool
+    preflight: resolve f (import only)          thread : kernel in a thread pool
+    plan chunks (sizing.ChunkPlanner, lazy:     process: kernel in a process pool
+      a probe per worker, then sized by cost)
            |                                    celery : chunk task -> Redis queue
            v                                             -> prefork worker child
     dispatch.run_chunks  -- submit(window) -->           -> kernel -> job ledger

@@ -3,8 +3,8 @@
 Celery spends 1-4 ms of CPU per message on a 2-core machine, so a chunk must
 hold far more work than that, yet a job needs enough chunks to balance uneven
 items. The planner sizes each chunk as it is sent. Until the first chunk comes
-back the cost is unknown, and chunks are small probes
-(:data:`defaults.PROBE_CHUNK_ITEMS`), run where the loop runs: the function is
+back the cost is unknown, and one small probe per worker process is sent
+(:data:`defaults.PROBE_CHUNK_ITEMS` items), run where the loop runs: the function is
 never called in the producer's own process. Then each chunk holds about
 :data:`defaults.TARGET_CHUNK_SECONDS` of work by the latest cost estimate, at
 most an equal share of what remains (guided self-scheduling, so the last chunks
@@ -91,6 +91,10 @@ class ChunkPlanner:
 
     def window(self) -> int:
         """Chunks to keep in flight: a few per worker, many when chunks are tiny."""
+        if not self.fixed and self.cost <= 0:
+            # Nothing measured yet: one probe per worker process. Chunks sized from
+            # its timing follow as soon as the first comes back.
+            return self.workers
         size = self.fixed or self.first_size
         if self.cost > 0 and size * self.cost < defaults.MIN_CHUNK_SECONDS:
             return defaults.MAX_WINDOW

@@ -8,7 +8,7 @@ import pytest
 
 from producer.ranges import parse_range
 from producer.sizing import ChunkPlanner, auto_chunk_size
-from tasks import codec
+from tasks import codec, defaults
 from tasks.errors import TargetError, TargetNotAllowed, UsageError
 from tasks.kernel import ChunkResult, ChunkSpec, run_chunk
 from tasks.resolve import is_allowed, parse_target, resolve
@@ -56,16 +56,25 @@ def test_planner_learns_cost_from_finished_chunks() -> None:
     first = next(chunks)
     assert len(first) == 16  # nothing measured yet: a probe chunk, never run in the producer
     planner.observe(ChunkResult(index=0, items=len(first), seconds=len(first) * 0.01))  # 10 ms per item
-    assert len(next(chunks)) == int(0.25 / 0.01)
+    target = defaults.TARGET_CHUNK_SECONDS
+    assert len(next(chunks)) == int(target / 0.01)
     planner.observe(ChunkResult(index=1, items=25, seconds=25 * 0.03))  # items grew costlier: recent weighs most
-    assert len(next(chunks)) == int(0.25 / 0.02)
+    assert len(next(chunks)) == int(target / 0.02)
+
+
+def test_window_is_one_probe_per_worker_until_a_cost_is_known() -> None:
+    planner = ChunkPlanner(range(100_000), 3, 0.0)
+    assert planner.window() == 3
+    planner.observe(ChunkResult(index=0, items=16, seconds=16 * 0.01))
+    assert planner.window() == defaults.MIN_CHUNKS_PER_WORKER * 3
+    assert ChunkPlanner(range(100_000), 3, 0.0, fixed=10).window() == defaults.MIN_CHUNKS_PER_WORKER * 3
 
 
 def test_auto_chunk_size_balances_and_bounds_duration() -> None:
     # Cheap items: limited by balance (>= 4 chunks per worker).
     assert auto_chunk_size(1_000_000, 1e-7, 2) == 125_000
     # Costly items: limited by the target duration per chunk.
-    assert auto_chunk_size(2000, 0.0026, 2) == 96
+    assert auto_chunk_size(2000, 0.0026, 2) == int(defaults.TARGET_CHUNK_SECONDS / 0.0026)
     assert auto_chunk_size(3, 1.0, 8) == 1
 
 
