@@ -114,7 +114,8 @@ class RichProgress:
         self.started = False
 
     def __call__(self, assembler: Assembler) -> None:
-        if not self.started:
+        first = not self.started
+        if first:
             self.progress.start_task(self.task)
             self.started = True
         failed = len(assembler.errors)
@@ -124,6 +125,8 @@ class RichProgress:
             chunks=_chunks(assembler),
             failed=f"[red]{failed} failed[/red]" if failed else "0 failed",
         )
+        if first:  # draw the job's totals now: the first results may come before the next refresh
+            self.progress.refresh()
 
     def close(self) -> None:
         self.progress.stop()
