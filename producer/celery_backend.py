@@ -20,7 +20,7 @@ from producer.recovery import LostChunks, purge_job
 from tasks import defaults
 from tasks.application import make_app
 from tasks.errors import BrokerUnavailable, UsageError
-from tasks.heartbeat import live_workers
+from tasks.heartbeat import events_watched, live_workers
 from tasks.jobstore import JobStore
 from tasks.kernel import ChunkResult, ChunkSpec
 from tasks.settings import Settings, mask_url
@@ -134,6 +134,7 @@ class CeleryBackend(Backend):
             "timeout": job.timeout, "state": "running", **job.meta,
         }  # fmt: skip
         self.store.create(job.job_id, meta)
+        self._follow_monitors(live_workers(self.store.client))
         self._lost = LostChunks(self.store, self._broker, defaults.QUEUE, job.job_id, meta)
         if self._producer is None:
             self._producer = self.app.producer_pool.acquire(block=True)
@@ -201,13 +202,19 @@ class CeleryBackend(Backend):
         assert self.store is not None and self._lost is not None
         try:
             lost = self._lost.find(pending)
-            alive = bool(live_workers(self.store.client))
+            workers = live_workers(self.store.client)
         except (redis.RedisError, OSError) as exc:
             self._survive_outage(f"lost the result store: {exc}")
             return []
         self._outage_since = None
-        self._check_workers_alive(alive)
+        self._check_workers_alive(bool(workers))
+        self._follow_monitors(workers)
         return lost
+
+    def _follow_monitors(self, workers: dict[str, dict[str, Any]]) -> None:
+        """Send task-sent events while a monitor watches (a worker's task events are on), else spare them."""
+        assert self.app is not None
+        self.app.conf.task_send_sent_event = self.settings.task_events or events_watched(workers)
 
     def _check_workers_alive(self, alive: bool) -> None:
         """With no worker heartbeat for BROKER_OUTAGE_SECONDS, fail instead of waiting forever."""

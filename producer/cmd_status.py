@@ -109,7 +109,8 @@ def collect(settings: Settings, job_id: str | None) -> dict[str, Any]:
         now = time.time()
         workers = [
             {"host": host, "concurrency": int(info.get("concurrency", 0)), "pid": info.get("pid"),
-             "seen_s_ago": round(max(now - float(info.get("at", now)), 0.0), 1)}
+             "seen_s_ago": round(max(now - float(info.get("at", now)), 0.0), 1),
+             "task_events": bool(info.get("events"))}
             for host, info in sorted(live_workers(store.client).items())
         ]  # fmt: skip
         status: dict[str, Any] = {
@@ -133,7 +134,11 @@ def render(status: dict[str, Any]) -> str:
     lines = [f"broker   {status['broker']}"]
     workers = status["workers"]
     lines.append(f"workers  {len(workers)} online, {status['processes']} processes")
-    lines += [f"  {w['host']}  concurrency {w['concurrency']}  pid {w['pid']}" for w in workers]
+    lines += [
+        f"  {w['host']}  concurrency {w['concurrency']}  pid {w['pid']}"
+        f"  task events {'on' if w['task_events'] else 'off'}"
+        for w in workers
+    ]
     lines.append(f"queue    {status['queue']['name']}: {status['queue']['depth']} chunks waiting")
     job = status.get("job")
     if job:

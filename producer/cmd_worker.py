@@ -1,6 +1,6 @@
 """Serve chunks on this host: a Celery prefork worker with distloop's settings.
 
-Equivalent to `celery -A tasks worker -P prefork -E -Q distloop` with the same
+Equivalent to `celery -A tasks worker -P prefork -Q distloop` with the same
 DISTLOOP_* environment; this command checks the broker first, prints what it
 serves (password masked), then becomes that worker (same process id).
 """

@@ -111,13 +111,21 @@ def item(target: str, i: int) -> Any:
     return resolve(target, settings.allowed_patterns)(i)
 
 
+def sends_task_events(consumer: Any) -> bool:
+    """Whether the worker sends task events now (-E, DISTLOOP_TASK_EVENTS, or a monitor's enable_events)."""
+    dispatcher = getattr(consumer, "event_dispatcher", None)  # replaced on reconnects: read it each time
+    if dispatcher is None or not dispatcher.enabled:
+        return False
+    return not dispatcher.groups or "task" in dispatcher.groups
+
+
 @signals.worker_ready.connect
 def _announce_ready(sender: Any = None, **_: Any) -> None:
     global _heartbeat
     hostname = getattr(sender, "hostname", None) or "unknown"
     concurrency = int(getattr(getattr(sender, "controller", None), "concurrency", 0) or 1)
     client = settings.redis_client()
-    _heartbeat = Heartbeat(client, hostname, concurrency)
+    _heartbeat = Heartbeat(client, hostname, concurrency, lambda: sends_task_events(sender))
     _heartbeat.start()
     path = os.environ.get(ENV_READY_FILE)
     if path:

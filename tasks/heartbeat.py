@@ -3,7 +3,9 @@
 Each worker's main process refreshes ``distloop:worker:<hostname>`` every
 :data:`INTERVAL` seconds with a time-to-live of :data:`TTL`. The producer reads
 these keys to count worker processes instantly (no broadcast round trip) and to
-notice a worker that died without a word (its key expires).
+notice a worker that died without a word (its key expires). The key also says
+whether the worker sends task events now: producers send task-sent events only
+when one does, that is when a monitor such as Flower has switched them on.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -21,13 +24,13 @@ INTERVAL = 1.0
 TTL = 4
 
 
-def announce(client: redis.Redis, hostname: str, concurrency: int) -> None:
-    info = {"host": hostname, "concurrency": concurrency, "pid": os.getpid(), "at": time.time()}
+def announce(client: redis.Redis, hostname: str, concurrency: int, events: bool = False) -> None:
+    info = {"host": hostname, "concurrency": concurrency, "pid": os.getpid(), "at": time.time(), "events": events}
     client.set(PREFIX + hostname, json.dumps(info), ex=TTL)
 
 
 def live_workers(client: redis.Redis) -> dict[str, dict[str, Any]]:
-    """Hostname -> {"host", "concurrency", "pid", "at"} for every worker alive now."""
+    """Hostname -> {"host", "concurrency", "pid", "at", "events"} for every worker alive now."""
     keys = list(client.scan_iter(match=PREFIX + "*", count=1000))
     if not keys:
         return {}
@@ -42,21 +45,27 @@ def live_workers(client: redis.Redis) -> dict[str, dict[str, Any]]:
 class Heartbeat:
     """A daemon thread in the worker's main process that keeps its key alive."""
 
-    def __init__(self, client: redis.Redis, hostname: str, concurrency: int) -> None:
+    def __init__(
+        self, client: redis.Redis, hostname: str, concurrency: int, events: Callable[[], bool] = lambda: False
+    ) -> None:
         self.client = client
         self.hostname = hostname
         self.concurrency = concurrency
+        self.events = events  # does the worker send task events right now?
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="distloop-heartbeat", daemon=True)
 
     def start(self) -> None:
-        announce(self.client, self.hostname, self.concurrency)
+        self.beat()
         self._thread.start()
+
+    def beat(self) -> None:
+        announce(self.client, self.hostname, self.concurrency, self.events())
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL):
             try:
-                announce(self.client, self.hostname, self.concurrency)
+                self.beat()
             except redis.RedisError:
                 pass  # Redis away for a moment: the key expires, producers see us as gone
 
@@ -66,3 +75,8 @@ class Heartbeat:
             self.client.delete(PREFIX + self.hostname)
         except redis.RedisError:
             pass
+
+
+def events_watched(workers: dict[str, dict[str, Any]]) -> bool:
+    """Whether any of ``workers`` (from :func:`live_workers`) sends task events."""
+    return any(bool(w.get("events")) for w in workers.values())

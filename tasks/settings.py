@@ -24,6 +24,7 @@ ENV_TLS_CA = "DISTLOOP_TLS_CA_FILE"
 ENV_TLS_CERT = "DISTLOOP_TLS_CERT_FILE"
 ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
 ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
+ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
 
 
 def split_patterns(text: str | None) -> tuple[str, ...]:
@@ -84,6 +85,10 @@ class Settings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_insecure: bool = False
+    #: Task events from the start (``DISTLOOP_TASK_EVENTS=1``). Off by default: they
+    #: cost a worker about 1 ms of CPU per chunk, and a monitor that wants them
+    #: (Flower, ``distloop flower``) switches them on by remote control.
+    task_events: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -98,6 +103,7 @@ class Settings:
             "tls_cert_file": env.get(ENV_TLS_CERT) or None,
             "tls_key_file": env.get(ENV_TLS_KEY) or None,
             "tls_insecure": env.get(ENV_TLS_INSECURE, "").strip().lower() in ("1", "true", "yes"),
+            "task_events": env.get(ENV_TASK_EVENTS, "").strip().lower() in ("1", "true", "yes"),
         }
         if env.get(ENV_TIME_LIMIT):
             limit = float(env[ENV_TIME_LIMIT])
@@ -138,6 +144,8 @@ class Settings:
                 env[name] = value
         if self.tls_insecure:
             env[ENV_TLS_INSECURE] = "1"
+        if self.task_events:
+            env[ENV_TASK_EVENTS] = "1"
         return env
 
     def check_tls(self) -> None:
@@ -212,9 +220,11 @@ class Settings:
             "task_time_limit": self.chunk_time_limit,
             "task_soft_time_limit": self.chunk_soft_time_limit,
             "result_expires": self.result_expires,
-            # Flower needs both to show queued chunks before they start.
-            "worker_send_task_events": True,
-            "task_send_sent_event": True,
+            # Flower needs both to show queued chunks before they start. Off unless asked:
+            # Flower turns the workers' on by remote control, their heartbeats say so,
+            # and producers then send task-sent events too (see tasks.heartbeat).
+            "worker_send_task_events": self.task_events,
+            "task_send_sent_event": self.task_events,
             "task_track_started": True,
             "task_default_queue": defaults.QUEUE,
         }

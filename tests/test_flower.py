@@ -18,9 +18,12 @@ from urllib.parse import urlsplit
 import pytest
 
 from producer import run_job
+from tasks.application import make_app
 from tasks.errors import UsageError
+from tasks.heartbeat import live_workers
+from tasks.settings import Settings
 from tests.conftest import ROOT, Workers, run_cli, wait_until
-from worker.flower import FlowerProcess, parse_basic_auth, start_flower
+from worker.flower import FlowerProcess, enable_task_events, parse_basic_auth, start_flower
 from worker.processes import ManagedProcess
 
 TARGET = "tests.workloads:sleep_ms"
@@ -63,6 +66,62 @@ def flower_workers(flower: FlowerProcess) -> list[str]:
 def all_succeeded(tasks: dict[str, dict[str, Any]], count: int) -> dict[str, dict[str, Any]] | None:
     ok = len(tasks) == count and all(t["state"] == "SUCCESS" for t in tasks.values())
     return tasks if ok else None
+
+
+class EventTap:
+    """Every Celery event on a broker, as Flower would receive them (a real event receiver)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = make_app(settings)
+        self.types: list[str] = []
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.app.connection_for_read() as conn:
+            receiver = self.app.events.Receiver(conn, handlers={"*": lambda event: self.types.append(event["type"])})
+            ready = receiver.on_consume_ready
+
+            def on_ready(*args: Any, **kwargs: Any) -> None:
+                ready(*args, **kwargs)
+                self.ready.set()
+
+            receiver.on_consume_ready = on_ready  # type: ignore[method-assign]
+            receiver.on_iteration = lambda: setattr(receiver, "should_stop", self.stopping.is_set())  # type: ignore[method-assign]
+            receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def __enter__(self) -> EventTap:
+        self.thread.start()
+        assert self.ready.wait(30), "the event receiver did not start"
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        self.app.close()
+
+    def task_events(self) -> set[str]:
+        return {t for t in self.types if t.startswith("task-")}
+
+
+@pytest.mark.integration
+def test_task_events_flow_only_while_a_monitor_asks_for_them(workers: Workers) -> None:
+    workers.start(concurrency=1, hostname=f"events-w-{os.getpid()}@%h")
+    client = workers.settings.redis_client()
+    with EventTap(workers.settings) as tap:
+        # Nobody watches: no task events, from the worker or the producer (each would cost CPU per chunk).
+        assert run_job("tests.workloads:sleep_ms", range(12), chunk_size=3, settings=workers.settings).chunks == 4
+        assert [w["events"] for w in live_workers(client).values()] == [False]
+        wait_until(lambda: "worker-heartbeat" in tap.types, 30, "a worker heartbeat event")
+        assert tap.task_events() == set()
+        # A monitor asks (what Flower does every few seconds, and distloop flower at once).
+        assert enable_task_events(workers.settings)
+        assert [w["events"] for w in live_workers(client).values()] == [True]
+        run_job("tests.workloads:sleep_ms", range(12), chunk_size=3, settings=workers.settings)
+        wanted = {"task-sent", "task-received", "task-started", "task-succeeded"}
+        wait_until(lambda: wanted <= tap.task_events(), 30, f"task events {wanted}")
+    client.close()
 
 
 @pytest.fixture

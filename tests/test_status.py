@@ -65,6 +65,7 @@ def test_status_of_a_running_job_in_text_and_json(workers: Workers) -> None:
     assert text.returncode == 0, text.stderr
     assert "workers  1 online, 2 processes" in text.stdout
     assert f"status-w-{os.getpid()}@" in text.stdout and "concurrency 2" in text.stdout
+    assert "task events off" in text.stdout  # nobody watches: Flower would switch them on
     assert "400 items in 40 chunks of 10" in text.stdout
     assert "/40 done" in text.stdout and "queued" in text.stdout and "0 failed" in text.stdout
     assert finished.wait(120)

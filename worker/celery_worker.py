@@ -18,10 +18,15 @@ from worker.processes import ManagedProcess
 
 
 def worker_argv(concurrency: int, hostname: str, loglevel: str = "warning") -> list[str]:
-    """The command line of a distloop worker: prefork, events on, distloop's queue."""
+    """The command line of a distloop worker: prefork, distloop's queue.
+
+    No ``-E``: task events cost about 1 ms of worker CPU per chunk, so they are on
+    only while a monitor asks for them (Flower does, every few seconds) or with
+    ``DISTLOOP_TASK_EVENTS=1``.
+    """
     return [
         sys.executable, "-m", "celery", "-A", "tasks", "worker",
-        "-P", "prefork", "-c", str(concurrency), "-E", "-Q", defaults.QUEUE,
+        "-P", "prefork", "-c", str(concurrency), "-Q", defaults.QUEUE,
         "-n", hostname, "-l", loglevel, "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 

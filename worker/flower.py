@@ -5,6 +5,11 @@ directory (Flower would otherwise execute a ``flowerconfig.py`` found in the
 current directory), with distloop's settings in its environment. The basic-auth
 credentials travel in the environment too (``FLOWER_BASIC_AUTH``), so they never
 show in ``ps``; the broker password stays out of every line we print.
+
+Workers send task events only while someone watches: once Flower answers, this
+module switches them on by remote control (Flower itself repeats that every 5 s
+for workers that start later) and waits for their heartbeats to say so, so the
+next job's producer sends task-sent events too.
 """
 
 from __future__ import annotations
@@ -16,12 +21,17 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+import redis
+
 from tasks import defaults
+from tasks.application import make_app
 from tasks.errors import BrokerUnavailable, UsageError
+from tasks.heartbeat import events_watched, live_workers
 from tasks.settings import Settings
 from worker.celery_worker import worker_env
 from worker.processes import ManagedProcess
@@ -123,7 +133,33 @@ def start_flower(
     except BaseException:
         flower.stop()
         raise
+    enable_task_events(settings)
     return flower
+
+
+def enable_task_events(settings: Settings, timeout: float = 5.0) -> bool:
+    """Ask every worker to send task events; wait until a live one's heartbeat says it does.
+
+    Returns whether one does (False too when no worker runs yet: Flower asks again
+    every few seconds, and a worker that starts later is switched on then).
+    """
+    app = make_app(settings)
+    client = settings.redis_client()
+    try:
+        app.control.enable_events()
+        deadline = time.monotonic() + timeout
+        while True:
+            workers = live_workers(client)
+            if events_watched(workers):
+                return True
+            if not workers or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+        app.close()
 
 
 def _bound_port(flower: FlowerProcess) -> int | None:
