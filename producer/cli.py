@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-from tasks.errors import DistloopError
+import redis
+
+from tasks.errors import BrokerUnavailable, DistloopError
 
 #: Subcommand modules; each has ``NAME``, ``add_arguments(parser)`` and ``main(args) -> int``.
 COMMANDS = (
@@ -64,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handlers[args.command].main(args))
     except DistloopError as exc:
         return fail(args, str(exc), exc.exit_code)
+    except redis.RedisError as exc:  # one line, not a traceback, for what Redis answered unexpectedly
+        return fail(args, f"Redis: {exc}", BrokerUnavailable.exit_code)
     except KeyboardInterrupt:
         return fail(args, "interrupted", EXIT_INTERRUPTED)
 

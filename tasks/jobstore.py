@@ -117,6 +117,8 @@ class JobStore:
         return [int(first[1])] + [int(x) for x in rest]
 
     def results(self, job_id: str, indices: list[int]) -> list[dict[str, Any] | None]:
+        if not indices:  # HMGET wants at least one field (a resumed job may have none stored)
+            return []
         raw = self.client.hmget(_keys(job_id)[1], [str(i) for i in indices])
         return [json.loads(r) if r is not None else None for r in raw]
 

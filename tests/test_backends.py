@@ -6,7 +6,9 @@ import pytest
 
 from producer import ChunkFailed, TargetNotAllowed, run_job, run_loop
 from tasks import demo
+from tasks.jobstore import JobStore
 from tests.conftest import Workers
+from worker.redis_server import RedisServer
 
 BACKENDS = ["serial", "thread", "process", "celery"]
 RANGES = [range(0, 103, 5), range(40, -7, -3), range(5, 5), range(0, 250)]
@@ -64,3 +66,12 @@ def test_workers_refuse_targets_outside_allow_list(shared_workers: Workers) -> N
     with pytest.raises(TargetNotAllowed, match="allow-list"):
         run_loop("producer.ranges:parse_range", range(3), backend="celery", settings=shared_workers.settings)
     assert "refused chunk" in shared_workers.logs()
+
+
+@pytest.mark.integration
+def test_a_ledger_whose_results_were_all_collected_reads_back_empty(redis_server: RedisServer) -> None:
+    # What `distloop resume` meets when the producer died just after a checkpoint.
+    store = JobStore(redis_server.client(), 600)
+    store.create("collected", {"target": "tasks.demo:square"})
+    assert store.finished_indices("collected") == set()
+    assert store.results("collected", []) == []
