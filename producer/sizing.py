@@ -58,12 +58,11 @@ class ChunkPlanner:
             return self.fixed
         if self.cost <= 0:  # nothing measured yet: a small probe chunk
             return max(1, min(defaults.PROBE_CHUNK_ITEMS, self.first_size, remaining))
-        size = self.first_size
-        if self.cost > 0:
-            size = min(size, max(1, int(defaults.TARGET_CHUNK_SECONDS / self.cost)))
-            floor = max(1, math.ceil(defaults.MIN_CHUNK_SECONDS / self.cost))
-        else:
-            floor = 1
+        size = min(self.first_size, max(1, int(defaults.TARGET_CHUNK_SECONDS / self.cost)))
+        # The floor keeps the last chunks worth a message, but stays under a quarter of the
+        # balance cap: an early estimate can be far too low (items that grow costlier), and
+        # a floor made from it would stop the tail from shrinking at all.
+        floor = max(1, min(math.ceil(defaults.MIN_CHUNK_SECONDS / self.cost), self.first_size // 4))
         share = math.ceil(remaining / (2 * self.workers))  # guided: shrink toward the end
         return max(1, min(size, max(share, floor), remaining))
 

@@ -50,6 +50,15 @@ def test_auto_chunks_cover_every_index_and_shrink_toward_the_end(r: range, cost:
         assert len(chunks) >= 8  # at least 4 per worker
 
 
+def test_tail_shrinks_even_when_the_cost_was_estimated_far_too_low() -> None:
+    # Items that grow costlier (tasks.demo:skewed): the first estimate is tiny, and a floor
+    # made from it alone (0.05 s / 1e-6 s = 50,000 items) would keep every chunk at the cap.
+    planner = ChunkPlanner(range(3400), 2, 1e-6)
+    sizes = [len(c) for c in planner]
+    assert sizes[0] == planner.first_size == 425
+    assert sizes[-2] <= 425 // 4 < sizes[0] and len(sizes) >= 12
+
+
 def test_planner_learns_cost_from_finished_chunks() -> None:
     planner = ChunkPlanner(range(100_000), 2, 0.0)
     chunks = iter(planner)
