@@ -1,4 +1,4 @@
-"""Side-by-side benchmark: the same loop on every backend, timed after start-up."""
+"""Side-by-side benchmark: the same loop on every backend, timed after start-up, in rounds."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from producer.api import run_job
-from producer.backend import get_backend
+from producer.api import JobReport, run_job
+from producer.backend import Backend, get_backend
 from tasks.errors import UsageError
 from tasks.settings import Settings
 
@@ -47,33 +47,14 @@ class BenchReport:
         return max((r.startup_s for r in self.runs.values()), default=0.0)
 
 
-def bench_backend(
-    name: str,
-    target: str,
-    items: range,
-    *,
-    settings: Settings | None,
-    workers: int | None,
-    chunk_size: int | str,
-    reduce: str | None,
-    repeat: int,
-) -> BackendRun:
-    """Start ``name``, warm it up, then time ``repeat`` runs of the loop (median)."""
-    engine = get_backend(name, settings, workers)
-    try:
-        engine.start((target.rpartition(":")[0],))
-        # Warm-up, untimed: process pools fork and import, workers load the target.
-        run_job(target, items[: 4 * engine.workers], backend=engine, reduce=reduce)
-        reports = [run_job(target, items, backend=engine, reduce=reduce, chunk_size=chunk_size) for _ in range(repeat)]
-    finally:
-        engine.close()
+def summarize(name: str, engine: Backend, reports: list[JobReport], result: Any) -> BackendRun:
+    """One backend's figures from its timed runs: the median run, and its overhead."""
     walls = [r.wall_s for r in reports]
     median = sorted(reports, key=lambda r: r.wall_s)[len(reports) // 2]
-    workers_used = engine.workers
-    overhead = 1.0 - median.compute_s / (median.wall_s * workers_used) if median.wall_s > 0 else 0.0
+    overhead = 1.0 - median.compute_s / (median.wall_s * engine.workers) if median.wall_s > 0 else 0.0
     return BackendRun(
-        name, workers_used, statistics.median(walls), walls, median.chunks, median.compute_s,
-        engine.startup_s, overhead=max(0.0, overhead), result=median.result,
+        name, engine.workers, statistics.median(walls), walls, median.chunks, median.compute_s,
+        engine.startup_s, overhead=max(0.0, overhead), result=result,
     )  # fmt: skip
 
 
@@ -88,21 +69,40 @@ def run_bench(
     reduce: str | None = None,
     repeat: int = 1,
 ) -> BenchReport:
-    """Run the loop on each backend and compare against serial (run first, always)."""
+    """Run the loop on each backend and compare against serial (always run, always first).
+
+    Every backend is started and warmed up (pools forked and workers ready, the
+    target imported) before any timing. Then the repeats run in rounds, each
+    round every backend once, so a machine that slows down for a while (these
+    are shared) weighs on all backends alike; each backend's median is reported.
+    """
     if repeat < 1:
         raise UsageError(f"--repeat must be at least 1, not {repeat}")
-    names = ["serial", *[b for b in backends if b != "serial"]]
-    runs: dict[str, BackendRun] = {}
-    for name in names:
-        runs[name] = bench_backend(
-            name, target, items, settings=settings, workers=workers,
-            chunk_size=chunk_size, reduce=reduce, repeat=repeat,
-        )  # fmt: skip
+    names = ["serial", *dict.fromkeys(b for b in backends if b != "serial")]
+    engines: dict[str, Backend] = {}
+    try:
+        for name in names:
+            engine = engines[name] = get_backend(name, settings, workers)
+            engine.start((target.rpartition(":")[0],))
+            run_job(target, items[: 4 * engine.workers], backend=engine, reduce=reduce)  # warm-up, untimed
+        reports: dict[str, list[JobReport]] = {name: [] for name in names}
+        results: dict[str, Any] = {}  # each backend's first result; later ones are compared, then dropped
+        identical = True
+        for _ in range(repeat):
+            for name, engine in engines.items():
+                report = run_job(target, items, backend=engine, reduce=reduce, chunk_size=chunk_size)
+                results.setdefault(name, report.result)
+                identical = identical and report.result == results["serial"]
+                report.result = None  # memory stays at one result per backend, however many repeats
+                reports[name].append(report)
+    finally:
+        for engine in engines.values():
+            engine.close()
+    runs = {name: summarize(name, engines[name], reports[name], results[name]) for name in names}
     base = runs["serial"].wall_s
     for run in runs.values():
         run.speedup = base / run.wall_s if run.wall_s > 0 else float("inf")
         run.efficiency = run.speedup / run.workers
-    identical = all(r.result == runs["serial"].result for r in runs.values())
     return BenchReport(target, len(items), runs, identical)
 
 
