@@ -11,7 +11,8 @@ BIN    := $(VENV)/bin
 install: redis
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# PYTHONWARNINGS: setuptools' build backend warns about editable installs on every run.
+	@PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
 # redis-server is needed for the embedded cluster and the integration tests.
 redis:
