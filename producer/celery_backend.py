@@ -124,6 +124,13 @@ class CeleryBackend(Backend):
         return redis.Redis.from_url(settings.effective_broker_url, **settings.redis_options())
 
     def open_job(self, job: JobSpec) -> None:
+        visibility = self.settings.visibility_timeout
+        if job.timeout is not None and job.timeout + defaults.TIMEOUT_GRACE_SECONDS >= visibility:
+            # Redis would hand a chunk still running to a second worker, and again every hour.
+            raise UsageError(
+                f"--timeout {job.timeout:g} s does not fit the broker's visibility timeout ({visibility} s): "
+                "set DISTLOOP_VISIBILITY_TIMEOUT above it, on the workers too"
+            )
         module = job.target.rpartition(":")[0]
         self.start((module,))
         assert self.app is not None and self.store is not None and self._broker is not None

@@ -63,6 +63,12 @@ CASES = [
     ),
     Case("timeout on a local backend", (*SQUARE, "--range", "3", "--timeout", "5"), 2, "--timeout needs"),
     Case(
+        "timeout beyond the visibility timeout",
+        ("run", "tasks.demo:square", "--range", "3", "--timeout", "4000", "--broker", "{broker}"),
+        2,
+        "--timeout 4000 s does not fit the broker's visibility timeout (3600 s)",
+    ),
+    Case(
         "unreachable broker",
         ("run", "tasks.demo:square", "--range", "3", "--broker", "{dead}"),
         3,
