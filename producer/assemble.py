@@ -35,6 +35,9 @@ class Assembler:
         self.seen: set[int] = set()
         self._next = 0
         self._buffer: dict[int, ChunkResult] = {}
+        # With on_error "raise": the lowest-index failed chunk so far. It is raised once
+        # every chunk before it is in, so the error is the one a serial loop would meet.
+        self.failure: ChunkResult | None = None
 
     def add(self, result: ChunkResult) -> bool:
         """Take one chunk's result; False if that index already had one."""
@@ -53,12 +56,21 @@ class Assembler:
         if result.errors:
             self.errors.extend(result.errors)
             if self.on_error == "raise":
-                raise chunk_failed(result.errors[0])
+                if self.failure is None or result.index < self.failure.index:
+                    self.failure = result
+                self.raise_failure(due_only=True)
+                return True
         self._buffer[result.index] = result
         while self._next in self._buffer:
             self._emit(self._buffer.pop(self._next))
             self._next += 1
+        self.raise_failure(due_only=True)
         return True
+
+    def raise_failure(self, due_only: bool = False) -> None:
+        """Raise the pending failure (with ``due_only``, once every chunk before it is in)."""
+        if self.failure is not None and (self._next == self.failure.index or not due_only):
+            raise chunk_failed(self.failure.errors[0])
 
     def checkpoint(self) -> dict[str, Any] | None:
         """State that lets a resumed job skip every chunk already emitted, or None.

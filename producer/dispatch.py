@@ -49,6 +49,11 @@ def run_chunks(
         while True:
             size = window_now()
             room = size - len(in_flight)
+            # After a failure (on_error "raise") only the chunks before it still matter:
+            # the error reported is the lowest-index one, as in a serial loop.
+            if assembler.failure is not None:
+                exhausted = True
+                in_flight = {i: c for i, c in in_flight.items() if i < assembler.failure.index}
             # Refill only once half the window has drained: publishing is batched, so a
             # few large batches cost far less than a message at a time.
             if not exhausted and len(in_flight) <= size // 2:
@@ -58,6 +63,7 @@ def run_chunks(
                     backend.submit(job, batch)
                     in_flight.update((c.index, c) for c in batch)
             if not in_flight:
+                assembler.raise_failure()  # none pending once every chunk is in; this is a safeguard
                 break
             if time.monotonic() >= next_check:
                 resend_lost(backend, job, in_flight)

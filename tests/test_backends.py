@@ -61,6 +61,16 @@ def test_first_failure_reports_index_and_traceback(backend_options: dict[str, ob
 
 
 @pytest.mark.integration
+def test_the_failure_reported_is_the_lowest_index_even_when_a_later_one_arrives_first(
+    backend_options: dict[str, object],
+) -> None:
+    # Item 5 fails at once, item 1 a second later: a serial loop meets item 1 first.
+    with pytest.raises(ChunkFailed) as info:
+        run_loop("tests.workloads:fail_late_at_1_fast_at_5", range(8), chunk_size=1, **backend_options)
+    assert (info.value.index, info.value.message) == (1, "slow failure at 1")
+
+
+@pytest.mark.integration
 def test_workers_refuse_targets_outside_allow_list(shared_workers: Workers) -> None:
     # The producer may import it; the workers must refuse it without importing it.
     with pytest.raises(TargetNotAllowed, match="allow-list"):

@@ -6,10 +6,11 @@ import math
 
 import pytest
 
+from producer.assemble import Assembler, ListSink
 from producer.ranges import parse_range
 from producer.sizing import ChunkPlanner, auto_chunk_size
 from tasks import codec, defaults
-from tasks.errors import TargetError, TargetNotAllowed, UsageError
+from tasks.errors import ChunkFailed, TargetError, TargetNotAllowed, UsageError
 from tasks.kernel import ChunkResult, ChunkSpec, run_chunk
 from tasks.resolve import is_allowed, parse_target, resolve
 from tasks.settings import Settings, mask_url
@@ -143,3 +144,18 @@ def test_settings_from_env_and_celery_config() -> None:
     assert Settings.from_env({}).broker_url is None
     assert mask_url("redis://:secret@h:1/0") == "redis://:***@h:1/0"
     assert mask_url("redis://user:pw@h/0") == "redis://user:***@h/0"
+
+
+def test_assembler_raises_the_lowest_failure_once_every_chunk_before_it_is_in() -> None:
+    def failed(index: int) -> ChunkResult:
+        error = {"index": index, "type": "ValueError", "message": f"bad {index}", "traceback": ""}
+        return ChunkResult(index=index, items=1, values=[], errors=[error])
+
+    assembler = Assembler(None, "raise", ListSink())
+    assembler.add(failed(5))  # arrives first, but chunks 0-4 are still out
+    assembler.add(ChunkResult(index=2, items=1, values=[2]))
+    assembler.add(failed(3))  # lower: this is the one to report
+    assembler.add(ChunkResult(index=0, items=1, values=[0]))
+    with pytest.raises(ChunkFailed) as info:
+        assembler.add(ChunkResult(index=1, items=1, values=[1]))  # 0-2 in: chunk 3 is next
+    assert info.value.index == 3

@@ -109,3 +109,13 @@ def crash_at_5(i: int) -> int:
 
 def unpicklable_result(i: int) -> object:
     return object()
+
+
+def fail_late_at_1_fast_at_5(i: int) -> int:
+    """Item 1 fails after a second, item 5 at once: a serial loop would meet item 1's error first."""
+    if i == 1:
+        time.sleep(1.0)
+        raise ValueError("slow failure at 1")
+    if i == 5:
+        raise ValueError("fast failure at 5")
+    return i
