@@ -252,14 +252,22 @@ class CeleryBackend(Backend):
         return [ChunkResult.from_wire(r) for r in raw if r is not None]
 
     def cancel(self, job: JobSpec) -> None:
-        """Revoke the job: its queued messages and its ledger go, so workers skip the rest."""
+        """Revoke the job: its ledger and queued messages go, and its running chunks are stopped.
+
+        The ledger goes first, so a worker that still gets one of its chunks skips it.
+        Chunks already running are revoked with ``terminate``: the worker stops the pool
+        process running each (and starts another), instead of finishing work nobody
+        will collect.
+        """
         if self.store is None:
             return
         try:
-            self.store.delete(job.job_id)  # first: a worker that still gets a chunk skips it
+            running = self.store.delete(job.job_id)
             if self._broker is not None:
                 purge_job(self._broker, defaults.QUEUE, job.job_id)
-        except (redis.RedisError, OSError):
+            if running and self.app is not None:
+                self.app.control.revoke([f"{job.job_id}-{i}" for i in running], terminate=True)
+        except (redis.RedisError, OSError, OperationalError):
             pass
 
     def close_job(self, job: JobSpec) -> None:

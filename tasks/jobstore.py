@@ -185,8 +185,13 @@ class JobStore:
             # The plan keeps the last emitted chunk: resume continues after its stop.
             self.client.hdel(_plan_key(job_id), *[f for f in fields if int(f) != int(state["next"]) - 1])
 
-    def delete(self, job_id: str) -> None:
-        self.client.delete(*_keys(job_id), _plan_key(job_id))
+    def delete(self, job_id: str) -> list[int]:
+        """Remove the job's ledger; the chunks that were running then (in one transaction)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hkeys(_keys(job_id)[3])
+        pipe.delete(*_keys(job_id), _plan_key(job_id))
+        running, _ = pipe.execute()
+        return sorted(int(k) for k in running)
 
 
 def _text(value: bytes | str) -> str:

@@ -13,6 +13,7 @@ import math
 import multiprocessing
 import os
 import struct
+import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, as_completed, wait
 from pathlib import Path
@@ -20,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from producer import CallFailed, CeleryExecutor, Pool, ResultNotSerializable, TargetError
+from producer import CallFailed, CeleryExecutor, Pool, ResultNotSerializable, TargetError, run_loop
 from producer.call_errors import call_error
 from tasks import codec
 from tasks.demo import calc_stuff, cube, square
 from tests import workloads
-from tests.conftest import Workers, running
+from tests.conftest import Workers, running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -321,6 +322,20 @@ def test_pool_close_join_and_terminate(broker: str, gate: Gate) -> None:
     for result in blocked:
         assert result.ready() and not result.successful()
     assert len(gate.ran()) < 10  # queued work was dropped, not run
+
+
+def test_pool_terminate_stops_calls_already_running(shared_workers: Workers, broker: str, gate: Gate) -> None:
+    pool = Pool(2, broker=broker)
+    blocked = [pool.apply_async(workloads.wait_for_file, (gate.path, i)) for i in range(2)]
+    wait_until(lambda: len(gate.ran()) == 2, 60, "both calls running")
+    pool.terminate()
+    pool.join()
+    # The gate never opens (the calls would wait 120 s): only stopping their processes
+    # frees both worker processes for the next job.
+    started = time.monotonic()
+    assert run_loop(square, range(8), backend="celery", settings=shared_workers.settings) == [i * i for i in range(8)]
+    assert time.monotonic() - started < 30
+    assert not any(result.successful() for result in blocked)
 
 
 # --- joblib ------------------------------------------------------------------------------
