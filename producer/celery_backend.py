@@ -252,6 +252,10 @@ class CeleryBackend(Backend):
         return [ChunkResult.from_wire(r) for r in raw if r is not None]
 
     def cancel(self, job: JobSpec) -> None:
+        """Stop the job before its end (failed, interrupted, terminated)."""
+        self._end(job, "stopped")
+
+    def _end(self, job: JobSpec, state: str) -> None:
         """Revoke the job: its ledger and queued messages go, and its running chunks are stopped.
 
         The ledger goes first, so a worker that still gets one of its chunks skips it.
@@ -261,8 +265,9 @@ class CeleryBackend(Backend):
         """
         if self.store is None:
             return
+        outcome = {"state": state, "target": job.target, "items": job.meta.get("items")}
         try:
-            running = self.store.delete(job.job_id)
+            running = self.store.delete(job.job_id, outcome)
             if self._broker is not None:
                 purge_job(self._broker, defaults.QUEUE, job.job_id)
             if running and self.app is not None:
@@ -271,7 +276,8 @@ class CeleryBackend(Backend):
             pass
 
     def close_job(self, job: JobSpec) -> None:
-        self.cancel(job)
+        # After a cancel the ledger is gone already, and the "stopped" outcome stays.
+        self._end(job, "done")
         self._lost = None
 
     def close(self) -> None:

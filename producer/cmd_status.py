@@ -71,7 +71,13 @@ def job_status(store: JobStore, broker: redis.Redis, job_id: str) -> dict[str, A
     """
     meta = store.meta(job_id)
     if meta is None:
-        raise UsageError(f"unknown job {job_id!r}: no such job in Redis (a finished job is removed once collected)")
+        outcome = store.outcome(job_id)
+        if outcome is None:
+            raise UsageError(
+                f"unknown job {job_id!r}: no such job in Redis (a finished job is remembered for "
+                f"{store.expires // 3600} h after its producer collected it)"
+            )
+        return {"job_id": job_id, **outcome}
     _, failed = store.chunk_counts(job_id)
     _, results_key, _, running_key = ledger_keys(job_id)
     pipe = store.client.pipeline(transaction=True)
@@ -93,7 +99,7 @@ def job_status(store: JobStore, broker: redis.Redis, job_id: str) -> dict[str, A
         host = json.loads(raw).get("host", "?")
         hosts[host] = hosts.get(host, 0) + 1
     return {
-        "job_id": job_id, "target": meta.get("target"), "items": meta.get("items"), "chunks": total,
+        "job_id": job_id, "state": "running", "target": meta.get("target"), "items": meta.get("items"), "chunks": total,
         "chunk_size": meta.get("chunk_size"), "done": len(done), "running": len(running), "queued": queued,
         "unsent": max(total - len(done) - len(running) - queued, 0), "failed": failed, "running_on": hosts,
     }  # fmt: skip
@@ -141,7 +147,11 @@ def render(status: dict[str, Any]) -> str:
     ]
     lines.append(f"queue    {status['queue']['name']}: {status['queue']['depth']} chunks waiting")
     job = status.get("job")
-    if job:
+    if job and job["state"] != "running":
+        ended = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["ended_at"]))
+        how = "finished" if job["state"] == "done" else "stopped before its end (failed or interrupted)"
+        lines.append(f"job      {job['job_id']}  {job['target']}  {job['items']} items: {how} at {ended}")
+    elif job:
         lines.append(
             f"job      {job['job_id']}  {job['target']}  {job['items']} items in {job['chunks']} chunks"
             f" of {job['chunk_size']}"

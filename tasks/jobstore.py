@@ -7,6 +7,8 @@ Keys (all expire after ``result_expires``):
 - ``distloop:job:<id>:done``     list: chunk indices in completion order, which the
   producer pops to stream results without polling each chunk
 - ``distloop:job:<id>:running``  hash: chunk index -> {"host", "at"} while a worker runs it
+- ``distloop:job:<id>:outcome``  string: how the job ended ("done" or "stopped"), written
+  when its producer deletes the rest, so ``distloop status`` can still answer
 
 A chunk delivered twice writes the same field twice: harmless (decision 3).
 
@@ -53,6 +55,10 @@ def _keys(job_id: str) -> tuple[str, str, str, str]:
 
 def _plan_key(job_id: str) -> str:
     return PREFIX + job_id + ":plan"
+
+
+def _outcome_key(job_id: str) -> str:
+    return PREFIX + job_id + ":outcome"
 
 
 def ledger_keys(job_id: str) -> tuple[str, str, str, str]:
@@ -185,13 +191,26 @@ class JobStore:
             # The plan keeps the last emitted chunk: resume continues after its stop.
             self.client.hdel(_plan_key(job_id), *[f for f in fields if int(f) != int(state["next"]) - 1])
 
-    def delete(self, job_id: str) -> list[int]:
-        """Remove the job's ledger; the chunks that were running then (in one transaction)."""
+    def delete(self, job_id: str, outcome: dict[str, Any] | None = None) -> list[int]:
+        """Remove the job's ledger; the chunks that were running then (in one transaction).
+
+        With ``outcome``, a ledger that was still there leaves that note behind
+        (``state``, ``target``, ``items``...) until ``result_expires``.
+        """
         pipe = self.client.pipeline(transaction=True)
+        pipe.exists(_keys(job_id)[0])
         pipe.hkeys(_keys(job_id)[3])
         pipe.delete(*_keys(job_id), _plan_key(job_id))
-        running, _ = pipe.execute()
+        existed, running, _ = pipe.execute()
+        if existed and outcome is not None:
+            note = {**outcome, "ended_at": time.time()}
+            self.client.set(_outcome_key(job_id), json.dumps(note), ex=self.expires)
         return sorted(int(k) for k in running)
+
+    def outcome(self, job_id: str) -> dict[str, Any] | None:
+        """How a job whose ledger is gone ended, if its producer said so (see :meth:`delete`)."""
+        raw = self.client.get(_outcome_key(job_id))
+        return json.loads(raw) if raw else None
 
 
 def _text(value: bytes | str) -> str:

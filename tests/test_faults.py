@@ -231,8 +231,10 @@ def test_ctrl_c_exits_130_and_clears_the_queue(workers: Workers, redis_server: R
     print(f"\nCtrl-C: exit {code} after {took:.2f} s")
     assert code == 130 and took < 5
     assert queued(redis_server) == 0
-    assert not list(client.scan_iter(match="distloop:job:*"))
-    # The chunks that were running finish (or are skipped) and are acknowledged.
+    left = [key.decode() for key in client.scan_iter(match="distloop:job:*")]
+    assert len(left) == 1 and left[0].endswith(":outcome"), left  # the ledger is gone; a note stays
+    assert json.loads(client.get(left[0]))["state"] == "stopped"
+    # The chunks that were running are stopped (revoked with terminate) and acknowledged.
     wait_until(lambda: client.hlen("unacked") == 0, 30, "every message acknowledged")
     # The workers are idle and usable: a new job runs at once.
     report = run_job("tests.workloads:sleep_ms", range(20), chunk_size=5, backend="celery", settings=workers.settings)

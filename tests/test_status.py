@@ -43,7 +43,7 @@ def test_status_of_a_running_job_in_text_and_json(workers: Workers) -> None:
         if result.returncode == 0:
             snapshot = json.loads(result.stdout)
             # Every chunk accounted for (a hand-off between queue and worker lasts microseconds).
-            if snapshot["job"]["done"] >= 1 and snapshot["job"]["queued"] >= 1:
+            if snapshot["job"].get("done", 0) >= 1 and snapshot["job"].get("queued", 0) >= 1:
                 break
         assert time.monotonic() < deadline and not finished.is_set(), result.stderr
         time.sleep(0.1)
@@ -70,9 +70,13 @@ def test_status_of_a_running_job_in_text_and_json(workers: Workers) -> None:
     assert "/40 done" in text.stdout and "queued" in text.stdout and "0 failed" in text.stdout
     assert finished.wait(120)
 
-    # A collected job is gone from Redis: one clear line, exit code 2.
-    gone = status(workers, job_id)
-    assert gone.returncode == 2 and f"unknown job '{job_id}'" in gone.stderr
+    # A collected job's ledger is gone from Redis; a note of how it ended stays.
+    ended = status(workers, job_id)
+    assert ended.returncode == 0, ended.stderr
+    assert f"job      {job_id}  tests.workloads:sleep_ms  400 items: finished at " in ended.stdout
+    assert json.loads(status(workers, job_id, "--json").stdout)["job"]["state"] == "done"
+    gone = status(workers, "nosuchjob")
+    assert gone.returncode == 2 and "unknown job 'nosuchjob'" in gone.stderr
     idle = json.loads(status(workers, "--json").stdout)
     assert idle["queue"]["depth"] == 0 and "job" not in idle
 
