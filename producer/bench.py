@@ -132,10 +132,18 @@ def plot(report: BenchReport, path: str) -> None:
         raise UsageError("--plot needs matplotlib: pip install 'distloop[plot]'") from None
     names = list(report.runs)
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(names, [report.runs[n].speedup for n in names], color="#4C72B0", label="measured speedup")
-    ax.plot(names, [report.runs[n].workers for n in names], "k--", marker="o", label="ideal (workers)")
-    for i, n in enumerate(names):
-        ax.annotate(f"{report.runs[n].speedup:.2f}x", (i, report.runs[n].speedup), ha="center", va="bottom")
+    speedups = [report.runs[n].speedup for n in names]
+    ax.bar(names, speedups, color="#4C72B0", label="measured speedup")
+    # The ideal per backend (its worker count), as a dashed mark across its bar.
+    ideal = [report.runs[n].workers for n in names]
+    ax.hlines(ideal, [i - 0.45 for i in range(len(names))], [i + 0.45 for i in range(len(names))],
+              colors="black", linestyles="dashed", label="ideal (workers)")  # fmt: skip
+    top = max(ideal + speedups) * 1.15
+    for i, value in enumerate(speedups):  # inside the bar's top, clear of the ideal mark; above a short bar
+        inside = value > 0.12 * top
+        ax.annotate(f"{value:.2f}x", (i, value), xytext=(0, -14 if inside else 3), textcoords="offset points",
+                    ha="center", color="white" if inside else "black", fontweight="bold")  # fmt: skip
+    ax.set_ylim(0, top)
     ax.set_ylabel("speedup vs serial")
     ax.set_title(f"{report.target}, {report.items} items")
     ax.legend(loc="upper left")
