@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="TARGET", help="module:function or path/to/script.py:function")
     parser.add_argument("--range", required=True, metavar="START:STOP[:STEP]", dest="range_text")
     parser.add_argument("--backends", default="serial,thread,process,celery", help="comma-separated (default: all)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per backend; the median counts (default 1)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds, every backend once per round; the medians count (default 1)"
+    )
     parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     parser.add_argument("--chunk-size", default="auto", help="items per chunk, or 'auto' (default)")
     parser.add_argument("--reduce", help="combine results on the workers: sum, min, max, count")
