@@ -8,11 +8,12 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test test-faults load lint perf scale install redis clean
 
+# pip -qq shows errors only (not the same warnings on every run, e.g. about a host's pip
+# configuration); PYTHONWARNINGS: setuptools' build backend warns about editable installs.
 install: redis
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@# PYTHONWARNINGS: setuptools' build backend warns about editable installs on every run.
-	@PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(PY) -m pip install -qq --disable-pip-version-check --upgrade pip
+	@PYTHONWARNINGS=ignore $(PY) -m pip install -qq --disable-pip-version-check -e '.[dev]'
 
 # redis-server is needed for the embedded cluster and the integration tests.
 redis:
