@@ -27,6 +27,7 @@ import atexit
 import itertools
 import math
 import threading
+import time
 import uuid
 import weakref
 from collections import deque
@@ -160,6 +161,7 @@ class CallDispatcher:
     # -- the collector thread -------------------------------------------------
 
     def _run(self) -> None:
+        next_check = time.monotonic() + defaults.RECOVERY_INTERVAL
         try:
             while True:
                 with self._lock:
@@ -170,6 +172,9 @@ class CallDispatcher:
                     batch = self._take_sendable()
                 self._send(batch)
                 self._collect()
+                if time.monotonic() >= next_check:
+                    self._resend_lost()
+                    next_check = time.monotonic() + defaults.RECOVERY_INTERVAL
         except BaseException as exc:
             self._fail_everything(exc)
         finally:
@@ -211,6 +216,18 @@ class CallDispatcher:
                     chunk = self._in_flight.pop((job.job_id, result.index), None)
                 if chunk is not None:  # None: a duplicate delivery, already counted
                     _complete(chunk, result)
+
+    def _resend_lost(self) -> None:
+        """Send again the chunks a dead worker, a restarted Redis or an expired ledger lost (as run_chunks does)."""
+        with self._lock:
+            by_job: dict[str, list[_Chunk]] = {}
+            for chunk in self._in_flight.values():
+                by_job.setdefault(chunk.job.job_id, []).append(chunk)
+        for chunks in by_job.values():
+            job = chunks[0].job
+            lost = set(self.backend.lost(job, [c.index for c in chunks]))
+            if lost:
+                self.backend.submit(job, [ChunkSpec(index=c.index, calls=c.calls) for c in chunks if c.index in lost])
 
     def _fail_everything(self, exc: BaseException) -> None:
         with self._lock:

@@ -73,7 +73,7 @@ class CeleryBackend(Backend):
         self._producer: Any = None
         self._workers = 0
         self._broker: redis.Redis | None = None
-        self._lost: LostChunks | None = None
+        self._lost: dict[str, LostChunks] = {}  # per open job: the facades keep several open
         self._outage_since: float | None = None
         self._no_worker_since: float | None = None
 
@@ -142,7 +142,7 @@ class CeleryBackend(Backend):
         }  # fmt: skip
         self.store.create(job.job_id, meta)
         self._follow_monitors(live_workers(self.store.client))
-        self._lost = LostChunks(self.store, self._broker, defaults.QUEUE, job.job_id, meta)
+        self._lost[job.job_id] = LostChunks(self.store, self._broker, defaults.QUEUE, job.job_id, meta)
         if self._producer is None:
             self._producer = self.app.producer_pool.acquire(block=True)
 
@@ -206,9 +206,9 @@ class CeleryBackend(Backend):
 
     def lost(self, job: JobSpec, pending: Collection[int]) -> list[int]:
         """Chunks lost with a dead worker or a restarted Redis (see :mod:`producer.recovery`)."""
-        assert self.store is not None and self._lost is not None
+        assert self.store is not None
         try:
-            lost = self._lost.find(pending)
+            lost = self._lost[job.job_id].find(pending)
             workers = live_workers(self.store.client)
         except (redis.RedisError, OSError) as exc:
             self._survive_outage(f"lost the result store: {exc}")
@@ -278,7 +278,7 @@ class CeleryBackend(Backend):
     def close_job(self, job: JobSpec) -> None:
         # After a cancel the ledger is gone already, and the "stopped" outcome stays.
         self._end(job, "done")
-        self._lost = None
+        self._lost.pop(job.job_id, None)
 
     def close(self) -> None:
         if self._producer is not None:

@@ -338,6 +338,20 @@ def test_pool_terminate_stops_calls_already_running(shared_workers: Workers, bro
     assert not any(result.successful() for result in blocked)
 
 
+def test_executor_calls_survive_their_ledger_vanishing(shared_workers: Workers, broker: str, gate: Gate) -> None:
+    # As after a Redis restart without persistence, or a ledger expired under a long-lived
+    # executor: the running call's result has nowhere to go. The executor sends it again.
+    with CeleryExecutor(broker=broker) as ex:
+        future = ex.submit(workloads.wait_for_file, gate.path, 0, 60)
+        wait_until(lambda: gate.ran(), 60, "the call running")
+        client = shared_workers.settings.redis_client()
+        for job in ex._dispatcher._jobs.by_target.values():
+            client.delete(*[key for key in client.scan_iter(match=f"distloop:job:{job.job_id}*")])
+        client.close()
+        gate.open()
+        assert future.result(timeout=60) == 0
+
+
 # --- joblib ------------------------------------------------------------------------------
 
 
