@@ -75,21 +75,20 @@ class EventTap:
         self.app = make_app(settings)
         self.types: list[str] = []
         self.ready = threading.Event()
-        self.stopping = threading.Event()
+        self.receiver: Any = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         with self.app.connection_for_read() as conn:
-            receiver = self.app.events.Receiver(conn, handlers={"*": lambda event: self.types.append(event["type"])})
-            ready = receiver.on_consume_ready
+            self.receiver = self.app.events.Receiver(conn, handlers={"*": lambda e: self.types.append(e["type"])})
+            consume_ready = self.receiver.on_consume_ready
 
             def on_ready(*args: Any, **kwargs: Any) -> None:
-                ready(*args, **kwargs)
+                consume_ready(*args, **kwargs)
                 self.ready.set()
 
-            receiver.on_consume_ready = on_ready  # type: ignore[method-assign]
-            receiver.on_iteration = lambda: setattr(receiver, "should_stop", self.stopping.is_set())  # type: ignore[method-assign]
-            receiver.capture(limit=None, timeout=None, wakeup=False)
+            self.receiver.on_consume_ready = on_ready
+            self.receiver.capture(limit=None, timeout=None, wakeup=False)  # until should_stop (checked each second)
 
     def __enter__(self) -> EventTap:
         self.thread.start()
@@ -97,7 +96,7 @@ class EventTap:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.stopping.set()
+        self.receiver.should_stop = True
         self.thread.join(timeout=10)
         self.app.close()
 
