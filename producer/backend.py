@@ -88,8 +88,8 @@ class Backend(ABC):
         """A job left unfinished by a producer that died: its description and finished chunks."""
         raise UsageError(f"the {self.name} backend keeps no jobs to resume")
 
-    def cancel(self, job: JobSpec) -> None:  # noqa: B027 - optional hook
-        """Drop ``job``'s chunks that have not started."""
+    def cancel(self, job: JobSpec, why: str = "stopped") -> None:  # noqa: B027 - optional hook
+        """Stop ``job`` before its end (``why``: "failed", "interrupted", "terminated")."""
 
     def close_job(self, job: JobSpec) -> None:  # noqa: B027 - optional hook
         """Release what the job held (its ledger, its queue)."""

@@ -255,7 +255,7 @@ class CallDispatcher:
             for job in self._jobs.by_target.values():
                 if job.job_id in self._jobs.opened:
                     if in_flight:  # terminated: workers skip the job's chunks still queued
-                        self.backend.cancel(job)
+                        self.backend.cancel(job, "terminated")
                     self.backend.close_job(job)
         finally:
             if self.own_backend:

@@ -251,9 +251,9 @@ class CeleryBackend(Backend):
         self._outage_since = None
         return [ChunkResult.from_wire(r) for r in raw if r is not None]
 
-    def cancel(self, job: JobSpec) -> None:
-        """Stop the job before its end (failed, interrupted, terminated)."""
-        self._end(job, "stopped")
+    def cancel(self, job: JobSpec, why: str = "stopped") -> None:
+        """Stop the job before its end; ``why`` ("failed", "interrupted"...) is what status will say."""
+        self._end(job, why)
 
     def _end(self, job: JobSpec, state: str) -> None:
         """Revoke the job: its ledger and queued messages go, and its running chunks are stopped.
@@ -276,7 +276,7 @@ class CeleryBackend(Backend):
             pass
 
     def close_job(self, job: JobSpec) -> None:
-        # After a cancel the ledger is gone already, and the "stopped" outcome stays.
+        # After a cancel the ledger is gone already, and the outcome it wrote stays.
         self._end(job, "done")
         self._lost.pop(job.job_id, None)
 

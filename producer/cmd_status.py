@@ -149,7 +149,7 @@ def render(status: dict[str, Any]) -> str:
     job = status.get("job")
     if job and job["state"] != "running":
         ended = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["ended_at"]))
-        how = "finished" if job["state"] == "done" else "stopped before its end (failed or interrupted)"
+        how = "finished" if job["state"] == "done" else f"stopped before its end ({job['state']})"
         lines.append(f"job      {job['job_id']}  {job['target']}  {job['items']} items: {how} at {ended}")
     elif job:
         lines.append(

@@ -79,8 +79,8 @@ def run_chunks(
                     assembler.add(result)
                     if progress is not None:
                         progress(assembler)
-    except BaseException:
-        backend.cancel(job)
+    except BaseException as exc:
+        backend.cancel(job, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
     finally:
         backend.close_job(job)

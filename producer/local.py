@@ -38,7 +38,7 @@ class SerialBackend(Backend):
             return []
         return [run_named_chunk(job.target, self._pending.popleft(), job.reduce, job.on_error)]
 
-    def cancel(self, job: JobSpec) -> None:
+    def cancel(self, job: JobSpec, why: str = "stopped") -> None:
         self._pending.clear()
 
 
@@ -91,7 +91,7 @@ class PoolBackend(Backend):
             results.append(self._done.get_nowait())
         return results
 
-    def cancel(self, job: JobSpec) -> None:
+    def cancel(self, job: JobSpec, why: str = "stopped") -> None:
         for future in list(self._futures):
             future.cancel()
 

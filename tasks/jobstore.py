@@ -7,8 +7,9 @@ Keys (all expire after ``result_expires``):
 - ``distloop:job:<id>:done``     list: chunk indices in completion order, which the
   producer pops to stream results without polling each chunk
 - ``distloop:job:<id>:running``  hash: chunk index -> {"host", "at"} while a worker runs it
-- ``distloop:job:<id>:outcome``  string: how the job ended ("done" or "stopped"), written
-  when its producer deletes the rest, so ``distloop status`` can still answer
+- ``distloop:job:<id>:outcome``  string: how the job ended ("done", "failed", "interrupted",
+  "terminated"), written when its producer deletes the rest, so ``distloop status`` can
+  still answer
 
 A chunk delivered twice writes the same field twice: harmless (decision 3).
 

@@ -233,7 +233,7 @@ def test_ctrl_c_exits_130_and_clears_the_queue(workers: Workers, redis_server: R
     assert queued(redis_server) == 0
     left = [key.decode() for key in client.scan_iter(match="distloop:job:*")]
     assert len(left) == 1 and left[0].endswith(":outcome"), left  # the ledger is gone; a note stays
-    assert json.loads(client.get(left[0]))["state"] == "stopped"
+    assert json.loads(client.get(left[0]))["state"] == "interrupted"
     # The chunks that were running are stopped (revoked with terminate) and acknowledged.
     wait_until(lambda: client.hlen("unacked") == 0, 30, "every message acknowledged")
     # The workers are idle and usable: a new job runs at once.

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from producer import run_job
+from producer import ChunkFailed, run_job
 from producer.cmd_status import job_chunk_indices, queue_depth, queue_keys
 from tasks import defaults
 from tasks.application import make_app
@@ -79,6 +79,15 @@ def test_status_of_a_running_job_in_text_and_json(workers: Workers) -> None:
     assert gone.returncode == 2 and "unknown job 'nosuchjob'" in gone.stderr
     idle = json.loads(status(workers, "--json").stdout)
     assert idle["queue"]["depth"] == 0 and "job" not in idle
+
+
+@pytest.mark.integration
+def test_status_says_a_job_failed(shared_workers: Workers) -> None:
+    with pytest.raises(ChunkFailed):
+        run_job("tests.workloads:fail_at_7", range(20), chunk_size=5, settings=shared_workers.settings,
+                job_id="failsjob")  # fmt: skip
+    text = status(shared_workers, "failsjob")
+    assert text.returncode == 0 and "20 items: stopped before its end (failed) at " in text.stdout, text
 
 
 def test_status_without_a_broker_exits_3() -> None:
