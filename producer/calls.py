@@ -39,6 +39,7 @@ from typing import Any
 from producer.assemble import fatal_error
 from producer.backend import Backend, JobSpec
 from producer.call_errors import call_error, describe, encode_call, name_of
+from producer.dispatch import resend_lost
 from tasks import codec, defaults
 from tasks.errors import (
     BrokerUnavailable,
@@ -224,10 +225,7 @@ class CallDispatcher:
             for chunk in self._in_flight.values():
                 by_job.setdefault(chunk.job.job_id, []).append(chunk)
         for chunks in by_job.values():
-            job = chunks[0].job
-            lost = set(self.backend.lost(job, [c.index for c in chunks]))
-            if lost:
-                self.backend.submit(job, [ChunkSpec(index=c.index, calls=c.calls) for c in chunks if c.index in lost])
+            resend_lost(self.backend, chunks[0].job, {c.index: ChunkSpec(index=c.index, calls=c.calls) for c in chunks})
 
     def _fail_everything(self, exc: BaseException) -> None:
         with self._lock:

@@ -208,8 +208,8 @@ class CeleryBackend(Backend):
         """Chunks lost with a dead worker or a restarted Redis (see :mod:`producer.recovery`)."""
         assert self.store is not None
         try:
-            lost = self._lost[job.job_id].find(pending)
             workers = live_workers(self.store.client)
+            lost = self._lost[job.job_id].find(pending, workers.keys())
         except (redis.RedisError, OSError) as exc:
             self._survive_outage(f"lost the result store: {exc}")
             return []

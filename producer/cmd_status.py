@@ -11,9 +11,10 @@ import time
 from typing import Any
 
 import redis
-from kombu.transport.redis import PRIORITY_STEPS, Channel
+from kombu.transport.redis import Channel
 
 from producer.celery_backend import connect_store
+from producer.recovery import chunk_index, queue_keys
 from tasks import defaults
 from tasks.errors import BrokerUnavailable, UsageError
 from tasks.heartbeat import live_workers
@@ -33,11 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def queue_keys(queue: str = defaults.QUEUE) -> list[str]:
-    """kombu's Redis transport keeps a queue as one list per priority step: ``name``, ``name\\x06\\x163``, ..."""
-    return [f"{queue}{Channel.sep}{pri}" if pri else queue for pri in PRIORITY_STEPS]
-
-
 def queue_depth(client: redis.Redis, queue: str = defaults.QUEUE) -> int:
     """Messages waiting in ``queue`` (not yet taken by a worker)."""
     pipe = client.pipeline(transaction=False)
@@ -47,18 +43,8 @@ def queue_depth(client: redis.Redis, queue: str = defaults.QUEUE) -> int:
 
 
 def job_chunk_indices(messages: list[bytes], job_id: str) -> set[int]:
-    """Chunk indices of ``job_id`` among kombu messages: queue entries, or ``unacked`` values
-    (``[message, exchange, routing key]``). Task ids are ``<job>-<index>``."""
-    prefix, found = f"{job_id}-", set()
-    for raw in messages:
-        try:
-            message = json.loads(raw)
-            task_id = str((message[0] if isinstance(message, list) else message)["headers"]["id"])
-        except (ValueError, KeyError, TypeError, IndexError):
-            continue
-        if task_id.startswith(prefix) and task_id[len(prefix) :].isdigit():
-            found.add(int(task_id[len(prefix) :]))
-    return found
+    """Chunk indices of ``job_id`` among kombu messages: queue entries, or ``unacked`` values."""
+    return {i for i in (chunk_index(raw, job_id) for raw in messages) if i is not None}
 
 
 def job_status(store: JobStore, broker: redis.Redis, job_id: str) -> dict[str, Any]:

@@ -24,39 +24,42 @@ from collections.abc import Collection, Iterator
 from typing import Any
 
 import redis
+from kombu.transport.redis import PRIORITY_STEPS, Channel
 
-from tasks.heartbeat import live_workers
+from tasks import defaults
 from tasks.jobstore import JobStore
-
-#: kombu.transport.redis.PRIORITY_STEPS and Channel.sep.
-PRIORITY_STEPS = (0, 3, 6, 9)
-PRIORITY_SEP = "\x06\x16"
 
 #: Seconds a chunk may be out of the queue without being started before it counts
 #: as lost: a busy worker takes a moment between taking a message and starting it.
 ORPHAN_GRACE = 10.0
 
 
-def queue_keys(queue: str) -> list[str]:
+def queue_keys(queue: str = defaults.QUEUE) -> list[str]:
     """The Redis lists that hold ``queue``'s messages, one per priority step."""
-    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+    return [f"{queue}{Channel.sep}{step}" if step else queue for step in PRIORITY_STEPS]
 
 
-def _task_id(raw: Any) -> str:
+def chunk_index(raw: Any, job_id: str) -> int | None:
+    """The chunk index of a kombu message of ``job_id`` (task id ``<job>-<index>``), else None.
+
+    ``raw`` is a queue entry, or an ``unacked`` hash value (``[message, exchange, routing key]``).
+    """
     try:
-        return str(json.loads(raw)["headers"]["id"])
-    except (ValueError, KeyError, TypeError):
-        return ""
+        message = json.loads(raw)
+        task_id = str((message[0] if isinstance(message, list) else message)["headers"]["id"])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+    job, _, index = task_id.rpartition("-")
+    return int(index) if job == job_id and index.isdigit() else None
 
 
 def queued_messages(client: redis.Redis, queue: str, job_id: str) -> Iterator[tuple[str, Any, int]]:
     """(list key, raw message, chunk index) for each of ``job_id``'s messages still queued."""
-    prefix = f"{job_id}-"
     for key in queue_keys(queue):
         for raw in client.lrange(key, 0, -1):
-            task_id = _task_id(raw)
-            if task_id.startswith(prefix) and task_id[len(prefix) :].isdigit():
-                yield key, raw, int(task_id[len(prefix) :])
+            index = chunk_index(raw, job_id)
+            if index is not None:
+                yield key, raw, index
 
 
 def purge_job(client: redis.Redis, queue: str, job_id: str) -> int:
@@ -78,8 +81,11 @@ class LostChunks:
         self.meta = meta
         self._unseen: dict[int, float] = {}  # index -> when first seen nowhere
 
-    def find(self, pending: Collection[int]) -> list[int]:
-        """Indices among ``pending`` (sent, no result collected) that nobody will deliver."""
+    def find(self, pending: Collection[int], alive: Collection[str]) -> list[int]:
+        """Indices among ``pending`` (sent, no result collected) that nobody will deliver.
+
+        ``alive``: the hostnames of the workers alive now (their heartbeats).
+        """
         if not pending:
             return []
         if not self.store.exists(self.job_id):
@@ -89,7 +95,6 @@ class LostChunks:
             self._unseen.clear()
             return sorted(pending)
         running = self.store.running(self.job_id)
-        alive = live_workers(self.store.client)
         lost = {i for i in pending if i in running and running[i].get("host") not in alive}
         queued = {index for _, _, index in queued_messages(self.broker, self.queue, self.job_id)}
         candidates = set(pending) - set(running) - queued

@@ -25,12 +25,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from celery import group
-
 from producer.api import run_job
-from tasks import defaults
-from tasks.application import make_app
 from tasks.settings import Settings
+from tests.perf import plain_group_seconds
 from worker.celery_worker import start_worker
 from worker.redis_server import start_redis
 
@@ -97,18 +94,7 @@ def main() -> int:
             spy.wait(30)
             spy = None
 
-        def plain() -> float:
-            app = make_app(settings)
-            item = app.signature(defaults.ITEM_TASK, queue=defaults.QUEUE)
-            started = time.perf_counter()
-            result = group(item.clone(args=("tasks.demo:square", i)) for i in range(n)).apply_async()
-            result.join_native(timeout=600)
-            wall = time.perf_counter() - started
-            result.forget()
-            app.close()
-            return wall
-
-        measure("plain group + join_native", n, pids, plain)
+        measure("plain group + join_native", n, pids, lambda: plain_group_seconds(settings, n))
         if raw.exists():
             print("worker main process, share of py-spy samples (distloop run):")
             for share, frame in top_frames(raw):
