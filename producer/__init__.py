@@ -1,9 +1,9 @@
-"""distloop's producer: everything on the submitting side.
+"""distloop: run ``for i in range(start, stop, step): f(i)`` on many cores and many machines.
 
 How data flows::
 
-    run_loop / distloop run                     backends (one interface)
-    -----------------------                     ------------------------
+    run_loop / distloop run                     backends (one interface, distloop.backends)
+    -----------------------                     -------------------------------------------
     parse TARGET and range                      serial : kernel in this thread
     preflight: resolve f (import only)          thread : kernel in a thread pool
     plan chunks (sizing.ChunkPlanner, lazy:     process: kernel in a process pool
@@ -11,7 +11,7 @@ How data flows::
            |                                    celery : chunk task -> Redis queue
            v                                             -> prefork worker child
     dispatch.run_chunks  -- submit(window) -->           -> kernel -> job ledger
-           ^                                             (tasks.jobstore)
+           ^                                             (distloop.tasks.store.jobs)
            |            <-- wait(): results, any order --
     assemble.Assembler: one result per chunk index, loop order,
     reduce folded in chunk order, item errors kept
@@ -19,34 +19,75 @@ How data flows::
            v
     list / reduced value / JSON Lines file, JobReport (--json)
 
-Every backend runs the same chunk kernel (``tasks.kernel``), so comparing
+Every backend runs the same chunk kernel (``distloop.tasks.kernel``), so comparing
 them measures dispatch and parallelism, not different code.
 
 The facades for code written against the standard library (``CeleryExecutor``,
-``Pool``, and the joblib backend of ``register_joblib``) send explicit calls,
-not ranges, through the same backends and kernel (``producer.calls``)::
+``Pool``, and the joblib backend of ``register_joblib``, in ``distloop.facades``)
+send explicit calls, not ranges, through the same backends and kernel::
 
     executor.submit / pool.map / Parallel(...)      collector thread
     name f, encode args (JSON) -> chunk of calls -> backend.submit / backend.wait
     a Future per call          <- decoded value, or the item's error
+
+The package's parts live in the repository's three folders: this one (``producer/``)
+is the submitting side, ``distloop.tasks`` (``tasks/``) is what runs on a worker and
+what both sides share, ``distloop.worker`` (``worker/``) starts workers.
+
+Names are exported lazily: a worker imports ``distloop.tasks``, which imports this
+module first, and must not pay for (or depend on) the producer's side.
 """
 
-from producer.api import JobReport, run_job, run_loop
-from producer.backend import Backend, JobSpec, get_backend
-from producer.executor import CeleryExecutor
-from producer.joblib_backend import register_joblib
-from producer.pool import AsyncResult, Pool
-from tasks.errors import (
-    BrokerUnavailable,
-    CallFailed,
-    ChunkFailed,
-    DistloopError,
-    Interrupted,
-    ResultNotSerializable,
-    TargetError,
-    TargetNotAllowed,
-    UsageError,
-)
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distloop.api import JobReport, run_job, run_loop
+    from distloop.backends import get_backend
+    from distloop.backends.base import Backend, JobSpec
+    from distloop.facades.executor import CeleryExecutor
+    from distloop.facades.joblib_backend import register_joblib
+    from distloop.facades.pool import AsyncResult, Pool
+    from distloop.tasks.core.errors import (
+        BrokerUnavailable,
+        CallFailed,
+        ChunkFailed,
+        DistloopError,
+        Interrupted,
+        ResultNotSerializable,
+        TargetError,
+        TargetNotAllowed,
+        UsageError,
+    )
+    from distloop.tasks.core.settings import Settings
+
+try:
+    __version__ = version("distloop")
+except PackageNotFoundError:  # running from a tree that was never installed
+    __version__ = "0+unknown"
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "JobReport": "distloop.api",
+    "run_job": "distloop.api",
+    "run_loop": "distloop.api",
+    "get_backend": "distloop.backends",
+    "Backend": "distloop.backends.base",
+    "JobSpec": "distloop.backends.base",
+    "CeleryExecutor": "distloop.facades.executor",
+    "register_joblib": "distloop.facades.joblib_backend",
+    "AsyncResult": "distloop.facades.pool",
+    "Pool": "distloop.facades.pool",
+    "Settings": "distloop.tasks.core.settings",
+    **dict.fromkeys(
+        ("BrokerUnavailable", "CallFailed", "ChunkFailed", "DistloopError", "Interrupted",
+         "ResultNotSerializable", "TargetError", "TargetNotAllowed", "UsageError"),
+        "distloop.tasks.core.errors",
+    ),
+}  # fmt: skip
 
 __all__ = [
     "AsyncResult",
@@ -61,6 +102,7 @@ __all__ = [
     "JobSpec",
     "Pool",
     "ResultNotSerializable",
+    "Settings",
     "TargetError",
     "TargetNotAllowed",
     "UsageError",
@@ -69,3 +111,16 @@ __all__ = [
     "run_job",
     "run_loop",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'distloop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

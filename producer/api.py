@@ -9,15 +9,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from producer.assemble import Assembler, JsonLinesSink, ListSink
-from producer.backend import Backend, JobSpec, get_backend
-from producer.dispatch import Progress, run_chunks
-from producer.sizing import ChunkPlanner
-from tasks import codec
-from tasks.errors import UsageError
-from tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
-from tasks.resolve import resolve, target_of
-from tasks.settings import Settings
+from distloop.assemble import Assembler, JsonLinesSink, ListSink
+from distloop.backends import get_backend
+from distloop.backends.base import Backend, JobSpec
+from distloop.dispatch import Progress, run_chunks
+from distloop.sizing import ChunkPlanner
+from distloop.tasks.core import codec
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.settings import Settings
+from distloop.tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
+from distloop.tasks.targets import resolve, target_of
 
 
 @dataclass
@@ -107,16 +108,21 @@ def run_job(
         items = list(items)
     sink = JsonLinesSink(output) if output is not None else ListSink()
     assembler = Assembler(reduce, on_error, sink)
-    job = JobSpec(job_id or uuid.uuid4().hex[:12], target, reduce, on_error, timeout)
     owned = isinstance(backend, str)
     engine = get_backend(backend, settings, workers) if isinstance(backend, str) else backend
     if timeout is not None and not engine.supports_timeout:
         raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
     try:
-        engine.start((job.target.rpartition(":")[0],))
+        engine.start((target.rpartition(":")[0],))
         planner = plan_chunks(items, chunk_size, engine.workers)
         assembler.total_chunks = planner.estimated_chunks()
-        job.meta.update(items=len(items), chunk_size=planner.first_size, chunks=assembler.total_chunks)
+        # Everything `distloop resume` needs to finish the job is kept in its ledger.
+        meta: dict[str, Any] = {"items": len(items), "chunk_size": planner.first_size, "chunks": assembler.total_chunks}
+        if isinstance(items, range):
+            meta["range"] = [items.start, items.stop, items.step]
+        if output is not None and getattr(output, "name", None):
+            meta["output"] = os.path.abspath(output.name)
+        job = JobSpec(job_id or uuid.uuid4().hex[:12], target, reduce, on_error, timeout, meta)
         if progress is not None:
             progress(assembler)  # show the totals before the first result
 
@@ -124,11 +130,6 @@ def run_job(
             planner.observe(result)
             assembler.total_chunks = planner.estimated_chunks()
 
-        # Everything `distloop resume` needs to finish the job is kept in its ledger.
-        if isinstance(items, range):
-            job.meta.update(range=[items.start, items.stop, items.step])
-        if output is not None and getattr(output, "name", None):
-            job.meta.update(output=os.path.abspath(output.name))
         started = time.perf_counter()
         run_chunks(engine, job, iter(planner), assembler, window=planner.window, observe=observe, progress=progress)
         wall = time.perf_counter() - started
@@ -156,7 +157,7 @@ def run_loop(
     ``f`` is a module-level function or a ``"module:function"`` name. Results
     come back in loop order; with ``reduce`` ("sum", "min", "max", "count") the
     workers reduce and one value comes back. The first failing item raises
-    :class:`~tasks.errors.ChunkFailed` with the worker's traceback as its cause.
+    :class:`~distloop.tasks.core.errors.ChunkFailed` with the worker's traceback as its cause.
     Other options: ``workers``, ``on_error``, ``settings``, ``progress``.
     """
     return run_job(f, items, backend=backend, reduce=reduce, chunk_size=chunk_size, **options).result

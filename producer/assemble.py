@@ -6,9 +6,9 @@ import json
 from collections.abc import Callable
 from typing import IO, Any
 
-from tasks import codec
-from tasks.errors import BrokerUnavailable, ChunkFailed, RemoteTraceback, TargetError, TargetNotAllowed
-from tasks.kernel import ChunkResult, combine
+from distloop.tasks.core import codec
+from distloop.tasks.core.errors import BrokerUnavailable, ChunkFailed, RemoteTraceback, TargetError, TargetNotAllowed
+from distloop.tasks.kernel import ChunkResult, combine
 
 Sink = Callable[[Any], None]
 

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from producer.api import JobReport, run_job
-from producer.backend import Backend, get_backend
-from tasks.errors import UsageError
-from tasks.settings import Settings
+from distloop.api import JobReport, run_job
+from distloop.backends import get_backend
+from distloop.backends.base import Backend
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.settings import Settings
 
 
 @dataclass

@@ -6,10 +6,10 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 
-from producer.assemble import Assembler
-from producer.backend import Backend, JobSpec
-from tasks import defaults
-from tasks.kernel import ChunkResult, ChunkSpec
+from distloop.assemble import Assembler
+from distloop.backends.base import Backend, JobSpec
+from distloop.tasks.core import defaults
+from distloop.tasks.kernel import ChunkResult, ChunkSpec
 
 #: Called after each chunk result with the assembler (progress display).
 Progress = Callable[[Assembler], None]

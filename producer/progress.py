@@ -1,6 +1,6 @@
 """Progress on stderr while a job runs: a rich bar on a terminal, plain lines otherwise.
 
-Both take the :class:`~producer.assemble.Assembler` after each chunk result
+Both take the :class:`~distloop.assemble.Assembler` after each chunk result
 (items and chunks done, failures, and the job's total chunks once planned) and
 must be closed, which draws the final state.
 """
@@ -23,8 +23,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from producer.assemble import Assembler
-from tasks import defaults
+from distloop.assemble import Assembler
+from distloop.tasks.core import defaults
 
 
 class Display(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.errors import UsageError
+from distloop.tasks.core.errors import UsageError
 
 
 def parse_range(text: str) -> range:

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from producer.api import JobReport
-from producer.assemble import Assembler, JsonLinesSink, ListSink
-from producer.backend import JobSpec, get_backend
-from producer.dispatch import Progress, run_chunks
-from producer.sizing import ChunkPlanner
-from tasks.errors import UsageError
-from tasks.settings import Settings, mask_url
+from distloop.api import JobReport
+from distloop.assemble import Assembler, JsonLinesSink, ListSink
+from distloop.backends import get_backend
+from distloop.backends.base import JobSpec
+from distloop.dispatch import Progress, run_chunks
+from distloop.sizing import ChunkPlanner
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.settings import Settings, mask_url
 
 #: Ledger fields that are the JobSpec's own, not free-form meta.
 SPEC_FIELDS = ("target", "reduce", "on_error", "timeout", "state", "checkpoint")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from tasks import defaults
-from tasks.kernel import ChunkResult, ChunkSpec
+from distloop.tasks.core import defaults
+from distloop.tasks.kernel import ChunkResult, ChunkSpec
 
 
 def auto_chunk_size(items: int, cost: float, workers: int) -> int:

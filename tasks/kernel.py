@@ -16,9 +16,9 @@ from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 
-from tasks import codec
-from tasks.errors import TargetError, TargetNotAllowed
-from tasks.resolve import resolve
+from distloop.tasks.core import codec
+from distloop.tasks.core.errors import TargetError, TargetNotAllowed
+from distloop.tasks.targets import resolve
 
 # reduce op -> (combine two partial values, value of one item's result)
 REDUCERS: dict[str, tuple[Callable[[Any, Any], Any], Callable[[Any], Any]]] = {

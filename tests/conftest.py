@@ -17,13 +17,13 @@ import pytest
 # own replace them with Docker-based ones, which these machines cannot run.
 from celery.contrib.pytest import celery_app, celery_worker  # noqa: F401
 
-from tasks.settings import Settings
-from worker.celery_worker import start_worker
-from worker.processes import ManagedProcess
-from worker.redis_server import RedisServer, start_redis
+from distloop.tasks.core.settings import Settings
+from distloop.worker.celery_worker import start_worker
+from distloop.worker.processes import ManagedProcess
+from distloop.worker.redis_server import RedisServer, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Test-only workloads the test workers may run (besides tasks.demo).
+#: Test-only workloads the test workers may run (besides distloop.tasks.demo).
 TEST_ALLOW = ("tests.workloads",)
 
 
@@ -54,7 +54,7 @@ def settings_for(server: RedisServer, allow: tuple[str, ...] = TEST_ALLOW) -> Se
 
 
 class Workers:
-    """Real ``celery -A tasks worker`` prefork processes against one Redis."""
+    """Real ``celery -A distloop.tasks worker`` prefork processes against one Redis."""
 
     def __init__(self, settings: Settings, tmp: Path) -> None:
         self.settings = settings
@@ -154,6 +154,6 @@ def run_cli(
     full_env.pop("DISTLOOP_BROKER_URL", None)
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "producer.cli", *args],
+        [sys.executable, "-m", "distloop", *args],
         capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd or ROOT,
     )  # fmt: skip

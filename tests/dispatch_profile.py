@@ -1,7 +1,7 @@
 """Where the time goes with one-item chunks: CPU per chunk, by process, distloop against plain Celery.
 
 Not part of ``make test``. Starts a private redis-server and one prefork worker (2
-processes), then runs N one-item chunks of ``tasks.demo:square`` through distloop
+processes), then runs N one-item chunks of ``distloop.tasks.demo:square`` through distloop
 (``--chunk-size 1``) and the same N as a plain ``group`` + ``join_native``, and
 prints, for each, chunks per second and the milliseconds of CPU per chunk spent
 in the worker's main process, its pool children, the producer and Redis (from
@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from producer.api import run_job
-from tasks.settings import Settings
+from distloop.api import run_job
+from distloop.tasks.core.settings import Settings
+from distloop.worker.celery_worker import start_worker
+from distloop.worker.redis_server import start_redis
 from tests.perf import plain_group_seconds
-from worker.celery_worker import start_worker
-from worker.redis_server import start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,7 @@ def main() -> int:
             time.sleep(1.0)
 
         def ours() -> float:
-            return run_job("tasks.demo:square", range(n), chunk_size=1, settings=settings).wall_s
+            return run_job("distloop.tasks.demo:square", range(n), chunk_size=1, settings=settings).wall_s
 
         measure("distloop --chunk-size 1", n, pids, ours)
         if spy is not None:

@@ -16,11 +16,11 @@ import tempfile
 import time
 from typing import Any
 
-from producer import run_job
-from producer.assemble import Assembler
-from tasks.settings import Settings
-from worker.celery_worker import start_worker
-from worker.redis_server import start_redis
+from distloop import run_job
+from distloop.assemble import Assembler
+from distloop.tasks.core.settings import Settings
+from distloop.worker.celery_worker import start_worker
+from distloop.worker.redis_server import start_redis
 
 
 def rss_mb() -> float:
@@ -47,7 +47,7 @@ def main(chunks: int = 100_000) -> int:
 
             rss_before = rss_mb()
             started = time.perf_counter()
-            report = run_job("tasks.demo:square", range(chunks), chunk_size=1, reduce="sum",
+            report = run_job("distloop.tasks.demo:square", range(chunks), chunk_size=1, reduce="sum",
                              backend="celery", settings=settings, progress=sample)  # fmt: skip
             wall = time.perf_counter() - started
             expected = sum(i * i for i in range(chunks))

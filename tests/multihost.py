@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.heartbeat import live_workers
-from tasks.settings import ENV_ALLOW, ENV_BROKER, ENV_RESULT
+from distloop.tasks.core.settings import ENV_ALLOW, ENV_BROKER, ENV_RESULT
+from distloop.tasks.store.workers import live_workers
+from distloop.worker.processes import ManagedProcess
+from distloop.worker.redis_server import RedisServer, start_redis
 from tests.netlab import ROOT, Host, NetLab, distloop_argv
-from worker.processes import ManagedProcess
-from worker.redis_server import RedisServer, start_redis
 
 REDIS_PORT = 6379
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from worker.processes import ManagedProcess
+from distloop.worker.processes import ManagedProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,4 +139,4 @@ class NetLab:
 
 def distloop_argv(*args: str) -> list[str]:
     """``distloop ARGS`` run by this interpreter (the worktree's own package)."""
-    return [sys.executable, "-m", "producer.cli", *args]
+    return [sys.executable, "-m", "distloop", *args]

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from celery import group
 
-from producer.bench import run_bench
-from tasks import defaults
-from tasks.application import make_app
-from tasks.settings import Settings
-from worker.celery_worker import start_worker
-from worker.embedded import EmbeddedCluster
-from worker.redis_server import start_redis
+from distloop.bench import run_bench
+from distloop.tasks.app import make_app
+from distloop.tasks.core import defaults
+from distloop.tasks.core.settings import Settings
+from distloop.worker.celery_worker import start_worker
+from distloop.worker.embedded import EmbeddedCluster
+from distloop.worker.redis_server import start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS: list[tuple[str, str, str, bool]] = []
@@ -50,7 +50,7 @@ def plain_group_seconds(settings: Settings, n: int) -> float:
     app = make_app(settings)
     item = app.signature(defaults.ITEM_TASK, queue=defaults.QUEUE)
     started = time.perf_counter()
-    result = group(item.clone(args=("tasks.demo:square", i)) for i in range(n)).apply_async()
+    result = group(item.clone(args=("distloop.tasks.demo:square", i)) for i in range(n)).apply_async()
     values = result.join_native(timeout=600)
     wall = time.perf_counter() - started
     assert values == [i * i for i in range(n)]
@@ -61,7 +61,7 @@ def plain_group_seconds(settings: Settings, n: int) -> float:
 
 def dispatch_rates(settings: Settings, n: int) -> tuple[float, float]:
     """Chunk tasks per second with --chunk-size 1, and a plain group + join_native."""
-    report = run_bench("tasks.demo:square", range(n), ["celery"], settings=settings, chunk_size=1)
+    report = run_bench("distloop.tasks.demo:square", range(n), ["celery"], settings=settings, chunk_size=1)
     return n / report.runs["celery"].wall_s, n / plain_group_seconds(settings, n)
 
 
@@ -99,7 +99,7 @@ def startup_seconds() -> float:
 
 def skewed_items(serial_seconds: float) -> int:
     """The n for which ``skewed`` over 0:n takes about ``serial_seconds`` here (its cost grows with i)."""
-    from tasks.demo import skewed
+    from distloop.tasks.demo import skewed
 
     probe = 800
     started = time.perf_counter()
@@ -116,16 +116,18 @@ def main() -> int:
     os.close(fd)
     worker = start_worker(settings, concurrency=os.cpu_count() or 2, hostname="perf@%h", cwd=str(ROOT), log_path=log)
     try:
-        s = speedups(settings, "tasks.demo:calc_stuff", range(2000), ["process", "celery"], repeat=5)
+        s = speedups(settings, "distloop.tasks.demo:calc_stuff", range(2000), ["process", "celery"], repeat=5)
         record("calc_stuff 0:2000 celery speedup", f"{s['celery']:.2f}x", ">= 1.85x", s["celery"] >= 1.85)
         ratio = s["celery"] / s["process"]
         record("calc_stuff celery / process speedup", f"{ratio:.2f}", ">= 0.95", ratio >= 0.95)
 
         n = skewed_items(5.0)
-        s = speedups(settings, "tasks.demo:skewed", range(n), ["celery"], repeat=3)
+        s = speedups(settings, "distloop.tasks.demo:skewed", range(n), ["celery"], repeat=3)
         record(f"skewed 0:{n} celery speedup", f"{s['celery']:.2f}x", ">= 1.8x", s["celery"] >= 1.8)
 
-        report = run_bench("tasks.demo:square", range(1_000_000), ["process", "celery"], settings=settings, repeat=3)
+        report = run_bench(
+            "distloop.tasks.demo:square", range(1_000_000), ["process", "celery"], settings=settings, repeat=3
+        )
         wall = {n: r.wall_s for n, r in report.runs.items()}
         ratio = wall["celery"] / wall["process"]
         print(f"  square 0:1000000 walls: {json.dumps({k: round(v, 3) for k, v in wall.items()})}")
@@ -137,7 +139,16 @@ def main() -> int:
                ratio >= 3)  # fmt: skip
 
         env = {**os.environ, "DISTLOOP_BROKER_URL": redis.url}
-        cmd = [sys.executable, "-m", "producer.cli", "run", "tasks.demo:square", "--reduce", "sum", "--range"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "distloop.cli.main",
+            "run",
+            "distloop.tasks.demo:square",
+            "--reduce",
+            "sum",
+            "--range",
+        ]
         small = peak_rss_mib([*cmd, "0:1000000"], env)
         big = peak_rss_mib([*cmd, "0:100000000"], env)
         record("reduce sum peak RSS 1e8 / 1e6 items", f"{big:.1f} / {small:.1f} MiB = {big / small:.2f}", "<= 1.2",

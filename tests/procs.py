@@ -41,7 +41,7 @@ def run_watched(args: list[str], env: dict[str, str], timeout: float = 90) -> tu
     """Run ``distloop ARGS``; exit code, stdout, stderr, and every process it started meanwhile."""
     full_env = {k: v for k, v in os.environ.items() if k != "DISTLOOP_BROKER_URL"} | env
     process = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", *args], cwd=ROOT, env=full_env,
+        [sys.executable, "-m", "distloop", *args], cwd=ROOT, env=full_env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     seen: set[int] = set()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from producer import ChunkFailed, TargetNotAllowed, run_job, run_loop
-from tasks import demo
-from tasks.jobstore import JobStore
+from distloop import ChunkFailed, TargetNotAllowed, run_job, run_loop
+from distloop.tasks import demo
+from distloop.tasks.store.jobs import JobStore
+from distloop.worker.redis_server import RedisServer
 from tests.conftest import Workers
-from worker.redis_server import RedisServer
 
 BACKENDS = ["serial", "thread", "process", "celery"]
 RANGES = [range(0, 103, 5), range(40, -7, -3), range(5, 5), range(0, 250)]
@@ -31,7 +31,7 @@ def test_results_equal_serial_loop(backend_options: dict[str, object], name: str
     fn = getattr(demo, name)
     if name == "crunch_numbers":
         r = r[:20]
-    assert run_loop(f"tasks.demo:{name}", r, chunk_size=7, **backend_options) == [fn(i) for i in r]
+    assert run_loop(f"distloop.tasks.demo:{name}", r, chunk_size=7, **backend_options) == [fn(i) for i in r]
 
 
 @pytest.mark.integration
@@ -74,7 +74,7 @@ def test_the_failure_reported_is_the_lowest_index_even_when_a_later_one_arrives_
 def test_workers_refuse_targets_outside_allow_list(shared_workers: Workers) -> None:
     # The producer may import it; the workers must refuse it without importing it.
     with pytest.raises(TargetNotAllowed, match="allow-list"):
-        run_loop("producer.ranges:parse_range", range(3), backend="celery", settings=shared_workers.settings)
+        run_loop("distloop.ranges:parse_range", range(3), backend="celery", settings=shared_workers.settings)
     assert "refused chunk" in shared_workers.logs()
 
 
@@ -82,6 +82,6 @@ def test_workers_refuse_targets_outside_allow_list(shared_workers: Workers) -> N
 def test_a_ledger_whose_results_were_all_collected_reads_back_empty(redis_server: RedisServer) -> None:
     # What `distloop resume` meets when the producer died just after a checkpoint.
     store = JobStore(redis_server.client(), 600)
-    store.create("collected", {"target": "tasks.demo:square"})
+    store.create("collected", {"target": "distloop.tasks.demo:square"})
     assert store.finished_indices("collected") == set()
     assert store.results("collected", []) == []

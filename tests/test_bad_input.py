@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from distloop.worker.redis_server import RedisServer
 from tests.conftest import Workers
 from tests.procs import alive, run_watched
-from worker.redis_server import RedisServer
 
 #: Placeholders filled per test: {broker} (working, allows tests.workloads),
 #: {bad_password} (right Redis, wrong password), {dead} (nobody listens).
@@ -27,20 +27,20 @@ class Case:
     message: str  # a fragment of the one stderr line
 
 
-SQUARE = ("run", "tasks.demo:square", "--backend", "serial")
+SQUARE = ("run", "distloop.tasks.demo:square", "--backend", "serial")
 
 CASES = [
     Case("step 0", (*SQUARE, "--range", "0:10:0"), 2, "step must not be zero"),
     Case("non-integer bound", (*SQUARE, "--range", "0:ten"), 2, "bounds and step must be integers"),
     Case("too many range parts", (*SQUARE, "--range", "1:2:3:4"), 2, "expected START:STOP[:STEP]"),
-    Case("missing range", ("run", "tasks.demo:square"), 2, "--range"),
+    Case("missing range", ("run", "distloop.tasks.demo:square"), 2, "--range"),
     Case("missing module", ("run", "no_such_module:f", "--range", "3"), 2, "no_such_module"),
-    Case("missing function", ("run", "tasks.demo:nope", "--range", "3"), 2, "nope"),
-    Case("target not callable", ("run", "tasks.defaults:QUEUE", "--range", "3"), 2, "not a callable"),
-    Case("target without a colon", ("run", "tasks.demo", "--range", "3"), 2, "tasks.demo"),
+    Case("missing function", ("run", "distloop.tasks.demo:nope", "--range", "3"), 2, "nope"),
+    Case("target not callable", ("run", "distloop.tasks.core.defaults:QUEUE", "--range", "3"), 2, "not a callable"),
+    Case("target without a colon", ("run", "distloop.tasks.demo", "--range", "3"), 2, "distloop.tasks.demo"),
     Case(
         "target outside the allow-list",
-        ("run", "producer.ranges:parse_range", "--range", "3", "--broker", "{broker}"),
+        ("run", "distloop.ranges:parse_range", "--range", "3", "--broker", "{broker}"),
         2,
         "allow-list",
     ),
@@ -50,44 +50,68 @@ CASES = [
         1,
         "f(2) raised TypeError: result of f(2): a value of type set cannot travel as JSON",
     ),
-    Case("unknown backend", ("run", "tasks.demo:square", "--range", "3", "--backend", "gpu"), 2, "unknown backend"),
-    Case("unknown reduce op", (*SQUARE, "--range", "3", "--reduce", "avg"), 2, "unknown reduce op"),
-    Case("unknown on-error mode", (*SQUARE, "--range", "3", "--on-error", "ignore"), 2, "unknown --on-error"),
+    Case(
+        "unknown backend",
+        ("run", "distloop.tasks.demo:square", "--range", "3", "--backend", "gpu"),
+        2,
+        "argument --backend: invalid choice: 'gpu' (choose from 'celery', 'process', 'thread', 'serial')",
+    ),
+    Case(
+        "unknown reduce op",
+        (*SQUARE, "--range", "3", "--reduce", "avg"),
+        2,
+        "argument --reduce: invalid choice: 'avg' (choose from 'sum', 'min', 'max', 'count')",
+    ),
+    Case(
+        "unknown on-error mode",
+        (*SQUARE, "--range", "3", "--on-error", "ignore"),
+        2,
+        "argument --on-error: invalid choice: 'ignore' (choose from 'raise', 'collect')",
+    ),
+    Case(
+        "unknown bench backend",
+        ("bench", "distloop.tasks.demo:square", "--range", "3", "--backends", "serial,gpu"),
+        2,
+        "argument --backends: 'serial,gpu': choose from celery, process, thread, serial",
+    ),
     Case("chunk size 0", (*SQUARE, "--range", "3", "--chunk-size", "0"), 2, "--chunk-size must be at least 1"),
     Case("chunk size not a number", (*SQUARE, "--range", "3", "--chunk-size", "big"), 2, "--chunk-size"),
     Case(
         "timeout 0",
-        ("run", "tasks.demo:square", "--range", "3", "--timeout", "0", "--broker", "{broker}"),
+        ("run", "distloop.tasks.demo:square", "--range", "3", "--timeout", "0", "--broker", "{broker}"),
         2,
         "--timeout must be a positive",
     ),
     Case("timeout on a local backend", (*SQUARE, "--range", "3", "--timeout", "5"), 2, "--timeout needs"),
     Case(
         "timeout beyond the visibility timeout",
-        ("run", "tasks.demo:square", "--range", "3", "--timeout", "4000", "--broker", "{broker}"),
+        ("run", "distloop.tasks.demo:square", "--range", "3", "--timeout", "4000", "--broker", "{broker}"),
         2,
         "--timeout 4000 s does not fit the broker's visibility timeout (3600 s)",
     ),
     Case(
         "unreachable broker",
-        ("run", "tasks.demo:square", "--range", "3", "--broker", "{dead}"),
+        ("run", "distloop.tasks.demo:square", "--range", "3", "--broker", "{dead}"),
         3,
         "cannot reach Redis",
     ),
     Case(
         "wrong broker password",
-        ("run", "tasks.demo:square", "--range", "3", "--broker", "{bad_password}"),
+        ("run", "distloop.tasks.demo:square", "--range", "3", "--broker", "{bad_password}"),
         3,
         "refused the credentials",
     ),
     Case(
         "malformed broker URL",
-        ("run", "tasks.demo:square", "--range", "3", "--broker", "http//nowhere"),
+        ("run", "distloop.tasks.demo:square", "--range", "3", "--broker", "http//nowhere"),
         2,
         "bad broker URL",
     ),
     Case(
-        "workers 0", ("run", "tasks.demo:square", "--range", "3", "--workers", "0"), 2, "--workers must be at least 1"
+        "workers 0",
+        ("run", "distloop.tasks.demo:square", "--range", "3", "--workers", "0"),
+        2,
+        "--workers must be at least 1",
     ),
     Case(
         "output in a missing directory",

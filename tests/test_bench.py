@@ -14,7 +14,7 @@ from tests.conftest import Workers, run_cli
 def test_bench_json_and_plot(shared_workers: Workers, tmp_path: Path) -> None:
     plot = tmp_path / "speedup.png"
     done = run_cli(
-        "bench", "tasks.demo:calc_stuff", "--range", "0:200", "--repeat", "2", "--json", "--plot", str(plot),
+        "bench", "distloop.tasks.demo:calc_stuff", "--range", "0:200", "--repeat", "2", "--json", "--plot", str(plot),
         "--broker", shared_workers.settings.effective_broker_url,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -37,7 +37,7 @@ def test_bench_reports_when_backends_disagree(tmp_path: Path) -> None:
 
 
 def test_bench_table_names_every_backend() -> None:
-    done = run_cli("bench", "tasks.demo:square", "--range", "0:5000", "--backends", "serial,thread")
+    done = run_cli("bench", "distloop.tasks.demo:square", "--range", "0:5000", "--backends", "serial,thread")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[1].split()[:4] == ["backend", "workers", "wall", "s"]

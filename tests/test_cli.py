@@ -22,7 +22,16 @@ SUM_OF_SQUARES = 333328333350000  # sum(i * i for i in range(100_000))
 def test_reduce_sum_json_on_every_backend(backend: str, shared_workers: Workers) -> None:
     broker = ["--broker", shared_workers.settings.effective_broker_url] if backend == "celery" else []
     done = run_cli(
-        "run", "tasks.demo:square", "--range", "0:100000", "--reduce", "sum", "--backend", backend, "--json", *broker
+        "run",
+        "distloop.tasks.demo:square",
+        "--range",
+        "0:100000",
+        "--reduce",
+        "sum",
+        "--backend",
+        backend,
+        "--json",
+        *broker,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -37,7 +46,15 @@ def test_every_backend_gives_the_same_list(shared_workers: Workers) -> None:
     lists = {}
     for backend in ["serial", "thread", "process", "celery"]:
         done = run_cli(
-            "run", "tasks.demo:calc_stuff", "--range", "10:-500:-7", "--backend", backend, "--json", "--broker", broker
+            "run",
+            "distloop.tasks.demo:calc_stuff",
+            "--range",
+            "10:-500:-7",
+            "--backend",
+            backend,
+            "--json",
+            "--broker",
+            broker,
         )
         assert done.returncode == 0, done.stderr
         lists[backend] = json.loads(done.stdout)["result"]
@@ -48,8 +65,9 @@ def test_every_backend_gives_the_same_list(shared_workers: Workers) -> None:
 @pytest.mark.integration
 def test_output_file_is_json_lines_in_loop_order(shared_workers: Workers, tmp_path: Path) -> None:
     out = tmp_path / "squares.jsonl"
-    done = run_cli("run", "tasks.demo:square", "--range", "0:1000:3", "--output", str(out), "--chunk-size", "10",
-                   "--broker", shared_workers.settings.effective_broker_url, "--json")  # fmt: skip
+    done = run_cli("run", "distloop.tasks.demo:square", "--range", "0:1000:3", "--output", str(out),
+                   "--chunk-size", "10", "--broker", shared_workers.settings.effective_broker_url,
+                   "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["output"] == str(out)
     assert [json.loads(line) for line in out.read_text().splitlines()] == [i * i for i in range(0, 1000, 3)]
@@ -73,7 +91,7 @@ def test_target_outside_allow_list_is_refused_with_exit_2(shared_workers: Worker
     started = time.monotonic()
     done = run_cli(
         "run",
-        "producer.ranges:parse_range",
+        "distloop.ranges:parse_range",
         "--range",
         "0:5",
         "--broker",
@@ -82,7 +100,7 @@ def test_target_outside_allow_list_is_refused_with_exit_2(shared_workers: Worker
     assert done.returncode == 2
     assert time.monotonic() - started < 60
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "allow-list" in lines[0] and "tasks.demo" in lines[0]
+    assert len(lines) == 1 and "allow-list" in lines[0] and "distloop.tasks.demo" in lines[0]
     assert "Traceback" not in done.stderr
 
 
@@ -98,7 +116,7 @@ def test_ctrl_c_stops_everything_it_started_with_exit_130() -> None:
     env = dict(os.environ)
     env.pop("DISTLOOP_BROKER_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", "run", "tests.workloads:slow", "--range", "0:2000", "--chunk-size", "5"],
+        [sys.executable, "-m", "distloop", "run", "tests.workloads:slow", "--range", "0:2000", "--chunk-size", "5"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

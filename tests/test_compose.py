@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from producer.cli import build_parser
-from producer.cmd_worker import available_cpus
+from distloop.cli.main import build_parser
+from distloop.worker.celery_worker import available_cpus
 from tests.conftest import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -59,7 +59,7 @@ def test_every_service_command_is_a_real_command_of_this_project() -> None:
             args = parser.parse_args(command[1:])  # exits (fails the test) on any unknown option
             assert args.command in handlers
         else:
-            assert command[:3] == ["celery", "-A", "tasks"], command
+            assert command[:3] == ["celery", "-A", "distloop.tasks"], command
             assert command[3] in ("worker", "flower")
             if command[3] == "flower":
                 assert importlib.util.find_spec("flower"), "flower is a dependency of the package"

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from producer import CallFailed, CeleryExecutor, Pool, ResultNotSerializable, TargetError, run_loop
-from producer.call_errors import call_error
-from tasks import codec
-from tasks.demo import calc_stuff, cube, square
+from distloop import CallFailed, CeleryExecutor, Pool, ResultNotSerializable, TargetError, run_loop
+from distloop.facades.call_errors import call_error
+from distloop.tasks.core import codec
+from distloop.tasks.demo import calc_stuff, cube, square
 from tests import workloads
 from tests.conftest import Workers, running, wait_until
 
@@ -357,7 +357,7 @@ def test_executor_calls_survive_their_ledger_vanishing(shared_workers: Workers, 
 
 def test_joblib_parallel_runs_on_the_celery_workers(shared_workers: Workers, broker: str) -> None:
     joblib = pytest.importorskip("joblib", reason="joblib is in the dev extra: pip install -e '.[dev]'")
-    from producer import register_joblib
+    from distloop import register_joblib
 
     register_joblib()
     with joblib.parallel_config(backend="distloop", broker=broker):
@@ -371,7 +371,7 @@ def test_joblib_parallel_runs_on_the_celery_workers(shared_workers: Workers, bro
 
 
 def test_joblib_missing_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    from producer import UsageError, register_joblib
+    from distloop import UsageError, register_joblib
 
     monkeypatch.setitem(__import__("sys").modules, "joblib", None)
     with pytest.raises(UsageError, match=r"pip install 'distloop\[joblib\]'"):
@@ -391,7 +391,7 @@ def test_facades_run_on_the_local_backends_too(backend: str) -> None:
 
 
 def test_an_unreachable_broker_fails_at_construction_with_one_clear_error() -> None:
-    from producer import BrokerUnavailable
+    from distloop import BrokerUnavailable
 
     with pytest.raises(BrokerUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"):
         CeleryExecutor(broker="redis://127.0.0.1:1/0")
@@ -400,8 +400,8 @@ def test_an_unreachable_broker_fails_at_construction_with_one_clear_error() -> N
 
 
 def test_workers_refuse_functions_outside_their_allow_list(broker: str) -> None:
-    from producer import TargetNotAllowed
-    from producer.sizing import auto_chunk_size
+    from distloop import TargetNotAllowed
+    from distloop.sizing import auto_chunk_size
 
     with CeleryExecutor(broker=broker) as ex, pytest.raises(TargetNotAllowed, match="allow-list"):
         ex.submit(auto_chunk_size, 10, 0.1, 3).result(timeout=60)

@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from producer import BrokerUnavailable, ChunkFailed, run_job
-from producer.api import JobReport
-from producer.recovery import queue_keys
-from tasks import defaults
-from tasks.jobstore import JobStore
+from distloop import BrokerUnavailable, ChunkFailed, run_job
+from distloop.api import JobReport
+from distloop.backends.queue import queue_keys
+from distloop.tasks.core import defaults
+from distloop.tasks.store.jobs import JobStore
+from distloop.worker.redis_server import RedisServer, start_redis
 from tests.conftest import ROOT, Workers, run_cli, wait_until
 from tests.procs import alive, descendants
-from worker.redis_server import RedisServer, start_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -161,7 +161,7 @@ def test_producer_killed_then_resume_gives_the_same_output(workers: Workers, red
     out = ROOT / f".resume-{os.getpid()}.jsonl"
     env = {"DISTLOOP_BROKER_URL": workers.settings.effective_broker_url, "DISTLOOP_ALLOW": "tests.workloads"}
     producer = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", "run", "tests.workloads:sleep_s", "--range", "0:48",
+        [sys.executable, "-m", "distloop", "run", "tests.workloads:sleep_s", "--range", "0:48",
          "--chunk-size", "2", "--output", str(out), "--no-progress"],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -203,7 +203,7 @@ def test_producer_killed_then_resume_gives_the_same_output(workers: Workers, red
 def _interrupt(args: list[str], env: dict[str, str], ready: Callable[[], Any]) -> tuple[int, float, set[int]]:
     """Start `distloop ARGS`, Ctrl-C it once ``ready()``; exit code, seconds to exit, its processes."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", *args], cwd=ROOT, env={**os.environ, **env},
+        [sys.executable, "-m", "distloop", *args], cwd=ROOT, env={**os.environ, **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -244,7 +244,7 @@ def test_ctrl_c_exits_130_and_clears_the_queue(workers: Workers, redis_server: R
 def test_ctrl_c_with_embedded_cluster_leaves_nothing_running(tmp_path: Path) -> None:
     ready = tmp_path / "out.jsonl"
     code, took, spawned = _interrupt(
-        ["run", "tasks.demo:calc_stuff", "--range", "0:200000", "--chunk-size", "50", "--output", str(ready),
+        ["run", "distloop.tasks.demo:calc_stuff", "--range", "0:200000", "--chunk-size", "50", "--output", str(ready),
          "--no-progress"],
         {}, lambda: ready.exists() and ready.stat().st_size > 0,
     )  # fmt: skip

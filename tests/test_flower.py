@@ -17,14 +17,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from producer import run_job
-from tasks.application import make_app
-from tasks.errors import UsageError
-from tasks.heartbeat import live_workers
-from tasks.settings import Settings
+from distloop import run_job
+from distloop.tasks.app import make_app
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.settings import Settings
+from distloop.tasks.store.workers import live_workers
+from distloop.worker.flower import FlowerProcess, enable_task_events, parse_basic_auth, start_flower
+from distloop.worker.processes import ManagedProcess
 from tests.conftest import ROOT, Workers, run_cli, wait_until
-from worker.flower import FlowerProcess, enable_task_events, parse_basic_auth, start_flower
-from worker.processes import ManagedProcess
 
 TARGET = "tests.workloads:sleep_ms"
 
@@ -190,7 +190,7 @@ def test_distloop_flower_command_prints_url_and_credentials_once(workers: Worker
     out = tmp_path / "flower.out"
     env = {**os.environ, "DISTLOOP_BROKER_URL": workers.settings.effective_broker_url}
     with open(out, "wb") as log:
-        cli = ManagedProcess("distloop flower", [sys.executable, "-m", "producer.cli", "flower", "--port", "0"],
+        cli = ManagedProcess("distloop flower", [sys.executable, "-m", "distloop", "flower", "--port", "0"],
                              env=env, cwd=str(ROOT), log=log)  # fmt: skip
     try:
         text = eventually(lambda: "password:" in out.read_text() and out.read_text(), "its credentials", 60)

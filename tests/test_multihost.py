@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.jobstore import JobStore
-from tasks.settings import ENV_BROKER
+from distloop.tasks.core.settings import ENV_BROKER
+from distloop.tasks.store.jobs import JobStore
 from tests.multihost import MultiHost, clean_env, scale_run
 from tests.netlab import ROOT, NetLab, can_make_namespaces, distloop_argv
 

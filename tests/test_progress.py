@@ -29,7 +29,7 @@ def run_in_terminal(env: dict[str, str], *args: str, timeout: float = 120) -> tu
     full_env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "DISTLOOP_BROKER_URL")}
     full_env.update(env, TERM="xterm-256color", COLUMNS="160")
     process = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", *args],
+        [sys.executable, "-m", "distloop", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, cwd=ROOT, env=full_env,
     )  # fmt: skip
     os.close(slave)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from producer import run_job
-from tasks import defaults
-from tasks.application import make_app
-from tasks.jobstore import JobStore
+from distloop import run_job
+from distloop.tasks.app import make_app
+from distloop.tasks.core import defaults
+from distloop.tasks.store.jobs import JobStore
+from distloop.worker.redis_server import RedisServer
 from tests.conftest import Workers, run_cli
-from worker.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -79,10 +79,12 @@ def test_message_naming_a_function_outside_the_allow_list_is_refused_unimported(
 def test_passwords_are_never_printed(shared_workers: Workers, shared_redis: RedisServer) -> None:
     broker = shared_workers.settings.effective_broker_url
     assert shared_redis.password and shared_redis.password in broker
-    done = run_cli("run", "tasks.demo:square", "--range", "0:20", "--broker", broker, "--json", "--progress")
+    done = run_cli("run", "distloop.tasks.demo:square", "--range", "0:20", "--broker", broker, "--json", "--progress")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["result"] == [i * i for i in range(20)]
-    failed = run_cli("run", "tasks.demo:square", "--range", "3", "--broker", broker.replace("/0", "/99999"), "--json")
+    failed = run_cli(
+        "run", "distloop.tasks.demo:square", "--range", "3", "--broker", broker.replace("/0", "/99999"), "--json"
+    )
     assert failed.returncode != 0
     for text in (done.stdout, done.stderr, failed.stdout, failed.stderr, shared_workers.logs()):
         assert shared_redis.password not in text

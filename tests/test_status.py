@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from producer import ChunkFailed, run_job
-from producer.cmd_status import job_chunk_indices, queue_depth, queue_keys
-from tasks import defaults
-from tasks.application import make_app
-from tasks.settings import Settings
+from distloop import ChunkFailed, run_job
+from distloop.backends.queue import job_chunk_indices, queue_depth, queue_keys
+from distloop.tasks.app import make_app
+from distloop.tasks.core import defaults
+from distloop.tasks.core.settings import Settings
+from distloop.worker.redis_server import RedisServer
 from tests.conftest import Workers, run_cli
-from worker.redis_server import RedisServer
 
 
 def status(workers: Workers, *args: str) -> Any:
@@ -103,7 +103,7 @@ def test_queue_depth_counts_every_priority_list(redis_server: RedisServer) -> No
     app = make_app(settings)
     try:
         for index, priority in enumerate((0, 4, 9)):
-            app.send_task(defaults.CHUNK_TASK, args=("qjob", "tasks.demo:square", {"index": index}),
+            app.send_task(defaults.CHUNK_TASK, args=("qjob", "distloop.tasks.demo:square", {"index": index}),
                           task_id=f"qjob-{index}", queue=defaults.QUEUE, priority=priority)  # fmt: skip
         app.send_task(defaults.CHUNK_TASK, task_id="otherjob-0", queue=defaults.QUEUE)
     finally:

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks import demo
-from tasks.errors import UsageError
-from tasks.settings import Settings, mask_url
+from distloop.tasks import demo
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.settings import Settings, mask_url
+from distloop.worker.processes import ManagedProcess
+from distloop.worker.redis_server import free_port
 from tests.conftest import TEST_ALLOW, Workers, run_cli
-from worker.processes import ManagedProcess
-from worker.redis_server import free_port
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -94,7 +94,7 @@ def tls_workers(tls_redis: TlsRedis, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.mark.integration
 def test_loop_runs_end_to_end_over_checked_tls(tls_redis: TlsRedis, tls_workers: Workers) -> None:
     env = {"DISTLOOP_BROKER_URL": tls_redis.url(), "DISTLOOP_TLS_CA_FILE": tls_redis.ca}
-    done = run_cli("run", "tasks.demo:cube", "--range", "0:300", "--chunk-size", "20", "--json", env=env)
+    done = run_cli("run", "distloop.tasks.demo:cube", "--range", "0:300", "--chunk-size", "20", "--json", env=env)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["result"] == [demo.cube(i) for i in range(300)]
@@ -106,7 +106,7 @@ def test_loop_runs_end_to_end_over_checked_tls(tls_redis: TlsRedis, tls_workers:
 def test_wrong_password_fails_fast_with_one_line(tls_redis: TlsRedis) -> None:
     env = {"DISTLOOP_BROKER_URL": tls_redis.url("not-the-password"), "DISTLOOP_TLS_CA_FILE": tls_redis.ca}
     started = time.monotonic()
-    done = run_cli("run", "tasks.demo:cube", "--range", "0:10", env=env, timeout=30)
+    done = run_cli("run", "distloop.tasks.demo:cube", "--range", "0:10", env=env, timeout=30)
     elapsed = time.monotonic() - started
     print(f"\nwrong password: exit {done.returncode} after {elapsed:.2f} s: {done.stderr.strip()}")
     assert done.returncode == 3
@@ -118,7 +118,7 @@ def test_wrong_password_fails_fast_with_one_line(tls_redis: TlsRedis) -> None:
 @pytest.mark.integration
 def test_certificate_from_an_unknown_ca_is_refused(tls_redis: TlsRedis) -> None:
     # No CA file: the system trust store does not know the test CA, so the check fails.
-    done = run_cli("run", "tasks.demo:cube", "--range", "0:10", env={"DISTLOOP_BROKER_URL": tls_redis.url()})
+    done = run_cli("run", "distloop.tasks.demo:cube", "--range", "0:10", env={"DISTLOOP_BROKER_URL": tls_redis.url()})
     assert done.returncode == 3
     assert "certificate verify failed" in done.stderr
     assert tls_redis.password not in done.stderr
@@ -129,11 +129,11 @@ def test_url_that_skips_checks_is_refused_unless_insecure_is_explicit(
     tls_redis: TlsRedis, tls_workers: Workers
 ) -> None:
     url = tls_redis.url(query="?ssl_cert_reqs=none")
-    refused = run_cli("run", "tasks.demo:cube", "--range", "0:10", env={"DISTLOOP_BROKER_URL": url})
+    refused = run_cli("run", "distloop.tasks.demo:cube", "--range", "0:10", env={"DISTLOOP_BROKER_URL": url})
     assert refused.returncode == 2
     assert "turns certificate checks off" in refused.stderr and tls_redis.password not in refused.stderr
     accepted = run_cli(
-        "run", "tasks.demo:cube", "--range", "0:10", "--json",
+        "run", "distloop.tasks.demo:cube", "--range", "0:10", "--json",
         env={"DISTLOOP_BROKER_URL": url, "DISTLOOP_TLS_INSECURE": "1"},
     )  # fmt: skip
     assert accepted.returncode == 0, accepted.stderr
@@ -152,7 +152,7 @@ def test_tls_options_reach_broker_result_backend_and_clients() -> None:
 
 
 def test_url_asking_for_no_checks_still_gets_checks_unless_insecure() -> None:
-    # `celery -A tasks worker` builds its config without check_tls(): it must be safe anyway.
+    # `celery -A distloop.tasks worker` builds its config without check_tls(): it must be safe anyway.
     url = "rediss://h:6380/0?ssl_cert_reqs=none"
     assert Settings(broker_url=url).celery_config()["broker_use_ssl"]["ssl_cert_reqs"] == ssl.CERT_REQUIRED
     insecure = Settings(broker_url=url, tls_insecure=True).celery_config()["broker_use_ssl"]
@@ -183,7 +183,7 @@ def test_settings_that_skip_or_misplace_tls_are_refused(url: str, env: dict[str,
 @pytest.mark.integration
 def test_tls_settings_for_a_remote_broker_do_not_break_the_embedded_cluster() -> None:
     env = {"DISTLOOP_TLS_CA_FILE": "/nonexistent/ca.pem"}
-    done = run_cli("run", "tasks.demo:square", "--range", "0:20", "--reduce", "sum", "--workers", "1", env=env)
+    done = run_cli("run", "distloop.tasks.demo:square", "--range", "0:20", "--reduce", "sum", "--workers", "1", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == sum(i * i for i in range(20))
 

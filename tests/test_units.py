@@ -6,14 +6,14 @@ import math
 
 import pytest
 
-from producer.assemble import Assembler, ListSink
-from producer.ranges import parse_range
-from producer.sizing import ChunkPlanner, auto_chunk_size
-from tasks import codec, defaults
-from tasks.errors import ChunkFailed, TargetError, TargetNotAllowed, UsageError
-from tasks.kernel import ChunkResult, ChunkSpec, run_chunk
-from tasks.resolve import is_allowed, parse_target, resolve
-from tasks.settings import Settings, mask_url
+from distloop.assemble import Assembler, ListSink
+from distloop.ranges import parse_range
+from distloop.sizing import ChunkPlanner, auto_chunk_size
+from distloop.tasks.core import codec, defaults
+from distloop.tasks.core.errors import ChunkFailed, TargetError, TargetNotAllowed, UsageError
+from distloop.tasks.core.settings import Settings, mask_url
+from distloop.tasks.kernel import ChunkResult, ChunkSpec, run_chunk
+from distloop.tasks.targets import is_allowed, parse_target, resolve
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_auto_chunks_cover_every_index_and_shrink_toward_the_end(r: range, cost:
 
 
 def test_tail_shrinks_even_when_the_cost_was_estimated_far_too_low() -> None:
-    # Items that grow costlier (tasks.demo:skewed): the first estimate is tiny, and a floor
+    # Items that grow costlier (distloop.tasks.demo:skewed): the first estimate is tiny, and a floor
     # made from it alone (0.05 s / 1e-6 s = 50,000 items) would keep every chunk at the cap.
     planner = ChunkPlanner(range(3400), 2, 1e-6)
     sizes = [len(c) for c in planner]
@@ -116,18 +116,19 @@ def test_kernel_reduces_and_records_errors() -> None:
 
 def test_resolver_checks_allow_list_before_importing() -> None:
     with pytest.raises(TargetNotAllowed, match="allow-list"):
-        resolve("os:system", ["tasks.demo"])
+        resolve("os:system", ["distloop.tasks.demo"])
     with pytest.raises(TargetNotAllowed):
-        resolve("tests.never_imported_module:f", ["tasks.demo"])
-    assert resolve("tasks.demo:square", ["tasks.demo"])(3) == 9
+        resolve("tests.never_imported_module:f", ["distloop.tasks.demo"])
+    assert resolve("distloop.tasks.demo:square", ["distloop.tasks.demo"])(3) == 9
     assert is_allowed(parse_target("pkg.sub.mod:f"), ["pkg.*"])
     assert not is_allowed(parse_target("pkgx:f"), ["pkg"])
 
 
 @pytest.mark.parametrize(
     "target, message",
-    [("nomodule_xyz:f", "cannot import"), ("tasks.demo:nope", "no function"), ("tasks.demo:math", "not a callable"),
-     ("tasks.demo", "module:function"), ("missing.py:f", "not found")],
+    [("nomodule_xyz:f", "cannot import"), ("distloop.tasks.demo:nope", "no function"),
+     ("distloop.tasks.demo:math", "not a callable"), ("distloop.tasks.demo", "module:function"),
+     ("missing.py:f", "not found")],
 )  # fmt: skip
 def test_resolver_errors_are_clear(target: str, message: str) -> None:
     with pytest.raises(TargetError, match=message):
@@ -136,7 +137,7 @@ def test_resolver_errors_are_clear(target: str, message: str) -> None:
 
 def test_settings_from_env_and_celery_config() -> None:
     settings = Settings.from_env({"DISTLOOP_BROKER_URL": "redis://:secret@h:1/0", "DISTLOOP_ALLOW": "a, b.*"})
-    assert settings.allowed_patterns == ("tasks.demo", "a", "b.*")
+    assert settings.allowed_patterns == ("distloop.tasks.demo", "a", "b.*")
     config = settings.celery_config()
     assert config["accept_content"] == ["json"] and config["task_acks_late"]
     assert config["broker_transport_options"]["visibility_timeout"] > config["task_time_limit"]

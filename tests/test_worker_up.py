@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.heartbeat import live_workers
+from distloop.tasks.store.workers import live_workers
+from distloop.worker.processes import ManagedProcess
+from distloop.worker.redis_server import RedisServer
 from tests.conftest import ROOT, run_cli
 from tests.netlab import distloop_argv
-from worker.processes import ManagedProcess
-from worker.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def test_worker_serves_jobs_and_prints_masked_broker_and_allow_list(
     assert [h.split("@")[0] for h in report["hosts"]] == ["cli"]
     text = log_path.read_text()
     assert f"broker redis://:***@127.0.0.1:{redis_server.port}/0" in text
-    assert "may run tasks.demo, tests.workloads" in text
+    assert "may run distloop.tasks.demo, tests.workloads" in text
     assert redis_server.password and redis_server.password not in text + done.stderr
     # It became the Celery worker itself: the process we started is the one serving.
     assert live_workers(client)[next(iter(report["hosts"]))]["pid"] == worker.pid
@@ -89,7 +89,13 @@ def test_up_runs_jobs_until_ctrl_c_then_stops_everything(started: list[ManagedPr
     assert url is not None
     for _ in range(2):  # repeated runs on the same cluster
         done = run_cli(
-            "run", "tasks.demo:square", "--range", "0:500", "--reduce", "sum", env={"DISTLOOP_BROKER_URL": url[1]}
+            "run",
+            "distloop.tasks.demo:square",
+            "--range",
+            "0:500",
+            "--reduce",
+            "sum",
+            env={"DISTLOOP_BROKER_URL": url[1]},
         )
         assert done.returncode == 0 and json.loads(done.stdout) == sum(i * i for i in range(500)), done.stderr
     text = log_path.read_text()
@@ -108,7 +114,7 @@ def test_up_runs_jobs_until_ctrl_c_then_stops_everything(started: list[ManagedPr
 
 def test_up_with_flower(started: list[ManagedProcess], tmp_path: Path) -> None:
     args = ("up", "--workers", "1", "--flower", "--env-file", str(tmp_path / "up.env"))
-    if importlib.util.find_spec("worker.flower") is None:
+    if importlib.util.find_spec("distloop.worker.flower") is None:
         done = run_cli(*args, env=clean_env(), timeout=60)
         assert done.returncode == 2
         assert done.stderr.strip() == "distloop up: error: Flower support is not installed"

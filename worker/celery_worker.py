@@ -1,7 +1,8 @@
-"""Starting ``celery -A tasks worker`` processes with distloop's settings."""
+"""Starting ``celery -A distloop.tasks worker`` processes with distloop's settings."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -9,12 +10,12 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from tasks import defaults
-from tasks.application import ENV_READY_FILE
-from tasks.settings import Settings
-from worker.processes import ManagedProcess
+from distloop.tasks.core import defaults
+from distloop.tasks.core.settings import ENV_READY_FILE, Settings
+from distloop.worker.processes import ManagedProcess
 
 
 def worker_argv(concurrency: int, hostname: str, loglevel: str = "warning") -> list[str]:
@@ -24,19 +25,29 @@ def worker_argv(concurrency: int, hostname: str, loglevel: str = "warning") -> l
     only while a monitor asks for them (Flower does, every few seconds) or with
     ``DISTLOOP_TASK_EVENTS=1``.
     """
+    # -P: the working directory is not put first on the import path before Celery and its
+    # dependencies load, so a user's celery.py or redis.py there cannot stand in for them;
+    # the user's own modules are imported from there all the same (distloop.tasks.targets).
     return [
-        sys.executable, "-m", "celery", "-A", "tasks", "worker",
+        sys.executable, "-P", "-m", "celery", "-A", "distloop.tasks", "worker",
         "-P", "prefork", "-c", str(concurrency), "-Q", defaults.QUEUE,
         "-n", hostname, "-l", loglevel, "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 
 
-def worker_env(settings: Settings, extra: Mapping[str, str] | None = None, cwd: str | None = None) -> dict[str, str]:
-    """Environment for a worker: distloop settings, and the user's folder on the import path."""
+def worker_env(
+    settings: Settings, extra: Mapping[str, str] | None = None, import_path: Sequence[str] = ()
+) -> dict[str, str]:
+    """Environment for a worker: distloop settings, and ``import_path`` ahead on its ``PYTHONPATH``.
+
+    The worker imports the user's modules from its own working directory (see
+    :mod:`distloop.tasks.targets`); ``import_path`` adds folders the producer imports
+    from besides its working directory (the folder of the script it runs).
+    """
     env = dict(os.environ)
     env.update(settings.to_env())
-    folder = cwd or os.getcwd()
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [folder, env.get("PYTHONPATH", "")] if p)
+    if import_path:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [*import_path, env.get("PYTHONPATH", "")] if p)
     env.update(extra or {})
     return env
 
@@ -51,11 +62,12 @@ def start_worker(
     wait: bool = True,
     timeout: float = defaults.STARTUP_TIMEOUT,
     extra_env: Mapping[str, str] | None = None,
+    import_path: Sequence[str] = (),
 ) -> ManagedProcess:
     """Start one prefork worker; with ``wait``, return once it consumes tasks."""
     hostname = hostname or f"distloop-{os.getpid()}@{socket.gethostname()}"
     ready = os.path.join(tempfile.gettempdir(), f"distloop-ready-{uuid.uuid4().hex}")
-    env = worker_env(settings, {ENV_READY_FILE: ready, **(extra_env or {})}, cwd)
+    env = worker_env(settings, {ENV_READY_FILE: ready, **(extra_env or {})}, import_path)
     log = open(log_path, "ab") if log_path else None  # noqa: SIM115
     try:
         process = ManagedProcess(
@@ -80,3 +92,18 @@ def start_worker(
             if os.path.exists(ready):
                 os.unlink(ready)
     return process
+
+
+def available_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """CPUs this process may use: its cpuset, lowered by a container's CPU quota (cgroup v2)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path(cpu_max).read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus

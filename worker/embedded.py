@@ -12,15 +12,31 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from types import TracebackType
 
-from tasks.settings import Settings
-from worker.celery_worker import start_worker
-from worker.processes import ManagedProcess
-from worker.redis_server import RedisServer, start_redis
+from distloop.tasks.core.settings import Settings
+from distloop.worker.celery_worker import start_worker
+from distloop.worker.processes import ManagedProcess
+from distloop.worker.redis_server import RedisServer, start_redis
+
+
+def script_folder() -> list[str]:
+    """The folder this Python imports from first (``sys.path[0]``: the script's), if not the working directory.
+
+    ``python myproject/run.py`` imports ``myproject``'s neighbours from there; the
+    embedded workers must find them too. A console script's folder (``bin``) is left out.
+    """
+    first = sys.path[0] if sys.path else ""
+    if not first or not os.path.isdir(first):
+        return []
+    first = os.path.abspath(first)
+    if first in (os.path.abspath(os.getcwd()), os.path.dirname(os.path.abspath(sys.executable))):
+        return []
+    return [first]
 
 
 class EmbeddedCluster:
@@ -59,6 +75,7 @@ class EmbeddedCluster:
                 hostname=f"embedded-{os.getpid()}@%h",
                 cwd=os.getcwd(),
                 log_path=self.log_path,
+                import_path=script_folder(),
             )
         except BaseException:
             self.stop()

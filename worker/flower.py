@@ -1,6 +1,6 @@
 """Flower for distloop's app: loopback, basic auth always on, a bounded task list.
 
-Flower runs as ``python -m celery -A tasks flower`` in a private empty working
+Flower runs as ``python -m celery -A distloop.tasks flower`` in a private empty working
 directory (Flower would otherwise execute a ``flowerconfig.py`` found in the
 current directory), with distloop's settings in its environment. The basic-auth
 credentials travel in the environment too (``FLOWER_BASIC_AUTH``), so they never
@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 
 import redis
 
-from tasks import defaults
-from tasks.application import make_app
-from tasks.errors import BrokerUnavailable, UsageError
-from tasks.heartbeat import events_watched, live_workers
-from tasks.settings import Settings
-from worker.celery_worker import worker_env
-from worker.processes import ManagedProcess
+from distloop.tasks.app import make_app
+from distloop.tasks.core import defaults
+from distloop.tasks.core.errors import BrokerUnavailable, UsageError
+from distloop.tasks.core.settings import Settings
+from distloop.tasks.store.workers import events_watched, live_workers
+from distloop.worker.celery_worker import worker_env
+from distloop.worker.processes import ManagedProcess
 
 #: Columns of Flower's tasks page: ``args`` shows each chunk's job, target and range.
 TASKS_COLUMNS = "name,uuid,state,args,received,started,runtime,worker"
@@ -85,7 +85,7 @@ def parse_basic_auth(text: str) -> tuple[str, str]:
 
 def flower_argv(address: str, port: int, max_tasks: int) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "tasks", "flower",
+        sys.executable, "-P", "-m", "celery", "-A", "distloop.tasks", "flower",
         f"--address={address}", f"--port={port}", f"--max_tasks={max_tasks}",
         f"--tasks_columns={TASKS_COLUMNS}",
     ]  # fmt: skip
@@ -114,7 +114,7 @@ def start_flower(
     chosen = defaults.FLOWER_PORT if port is None else port
     workdir = tempfile.mkdtemp(prefix="distloop-flower-")
     log_path = os.path.join(workdir, "flower.log")
-    env = worker_env(settings, {"FLOWER_BASIC_AUTH": basic_auth}, cwd=workdir)
+    env = worker_env(settings, {"FLOWER_BASIC_AUTH": basic_auth})
     env.pop("FLOWER_UNAUTHENTICATED_API", None)  # never let the API answer without credentials
     with open(log_path, "ab") as log:
         process = ManagedProcess("flower", flower_argv(address, chosen, max_tasks), env=env, cwd=workdir, log=log)

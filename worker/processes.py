@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from tasks import defaults
+from distloop.tasks.core import defaults
 
 _PR_SET_PDEATHSIG = 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import signal
@@ -11,9 +12,9 @@ from dataclasses import dataclass, field
 
 import redis
 
-from tasks import defaults
-from tasks.errors import BrokerUnavailable
-from worker.processes import ManagedProcess
+from distloop.tasks.core import defaults
+from distloop.tasks.core.errors import BrokerUnavailable
+from distloop.worker.processes import ManagedProcess
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -70,14 +71,19 @@ def start_redis(
     last_error: Exception | None = None
     for _ in range(5):  # another process may grab the free port before redis binds it
         chosen = port or free_port(host)
-        workdir = tempfile.mkdtemp(prefix="distloop-redis-")
+        workdir = tempfile.mkdtemp(prefix="distloop-redis-")  # mode 700: ours alone
+        # The password goes in a config file in that folder, never on the command line
+        # (other users of the host can read command lines with `ps`).
+        config = os.path.join(workdir, "redis.conf")
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as stream:
+            if password:
+                stream.write(f"requirepass {password}\n")
         argv = [
-            *command_prefix, binary, "--port", str(chosen), "--bind", host, "--save", "", "--appendonly", "no",
-            "--dir", workdir, "--maxmemory-policy", "noeviction", "--protected-mode", "no",
+            *command_prefix, binary, config, "--port", str(chosen), "--bind", host, "--save", "",
+            "--appendonly", "no", "--dir", workdir, "--maxmemory-policy", "noeviction", "--protected-mode", "no",
             "--daemonize", "no", "--loglevel", "warning", *extra_args,
         ]  # fmt: skip
-        if password:
-            argv += ["--requirepass", password]
         server = RedisServer(ManagedProcess("redis-server", argv), host, chosen, password, workdir)
         client = server.client()
 

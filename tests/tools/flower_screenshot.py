@@ -21,15 +21,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tasks.settings import Settings
-from worker.celery_worker import start_worker
-from worker.flower import FlowerProcess, start_flower
-from worker.processes import ManagedProcess
-from worker.redis_server import start_redis
+from distloop.tasks.core.settings import Settings
+from distloop.worker.celery_worker import start_worker
+from distloop.worker.flower import FlowerProcess, start_flower
+from distloop.worker.processes import ManagedProcess
+from distloop.worker.redis_server import start_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "flower-tasks.png"
-JOB = ["tasks.demo:calc_stuff", "--range", "0:8000", "--chunk-size", "100"]
+JOB = ["distloop.tasks.demo:calc_stuff", "--range", "0:8000", "--chunk-size", "100"]
 
 
 def flower_tasks(flower: FlowerProcess) -> list[dict[str, object]]:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             started.append(start_worker(settings, concurrency=1, hostname=f"{name}@%h", cwd=str(ROOT)))
         flower = start_flower(settings, port=0)
         env = {**os.environ, "DISTLOOP_BROKER_URL": redis.url}
-        job = ManagedProcess("distloop run", [sys.executable, "-m", "producer.cli", "run", *JOB, "--no-progress"],
+        job = ManagedProcess("distloop run", [sys.executable, "-m", "distloop", "run", *JOB, "--no-progress"],
                              env=env, cwd=str(ROOT))  # fmt: skip
         started.append(job)
         wait_mid_job(flower, job)

@@ -1,0 +1,41 @@
+"""The backends: one interface (:mod:`.base`), picked by name.
+
+``serial``, ``thread`` and ``process`` (:mod:`.local`) run the chunk kernel on this
+machine; ``celery`` (:mod:`.celery`) sends chunks through Redis to Celery workers.
+An implementation is imported only when it is chosen, and none of them imports
+this registry, so there is no import circle.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from distloop.backends.base import Backend
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.settings import Settings
+
+#: Backend name -> ``module:class``, in the order ``--help`` and the benchmark show them.
+BACKENDS = {
+    "celery": "distloop.backends.celery:CeleryBackend",
+    "process": "distloop.backends.local:ProcessBackend",
+    "thread": "distloop.backends.local:ThreadBackend",
+    "serial": "distloop.backends.local:SerialBackend",
+}
+BACKEND_NAMES = tuple(BACKENDS)
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of the backend called ``name``; :class:`UsageError` for an unknown name."""
+    try:
+        module, _, cls = BACKENDS[name].partition(":")
+    except KeyError:
+        raise UsageError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}") from None
+    found: type[Backend] = getattr(importlib.import_module(module), cls)
+    return found
+
+
+def get_backend(name: str, settings: Settings | None = None, workers: int | None = None) -> Backend:
+    """The backend called ``name``, not yet started."""
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}")
+    return backend_class(name)(settings, workers)

@@ -1,0 +1,260 @@
+"""The celery backend: chunks as Celery tasks through Redis to prefork workers.
+
+Publishing uses one producer connection, batched; results stream back through
+the job ledger (:mod:`distloop.tasks.store.jobs`): workers push finished chunk indices on
+a list that this side pops in bulk, so nothing is polled one task at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from distloop.backends.base import Backend, JobSpec, StoredJob
+from distloop.backends.events import follow_monitors
+from distloop.backends.queue import purge_job
+from distloop.backends.recovery import LostChunks
+from distloop.backends.watchdog import Watchdog
+from distloop.tasks.app import make_app
+from distloop.tasks.core import defaults
+from distloop.tasks.core.errors import BrokerUnavailable, UsageError
+from distloop.tasks.core.settings import Settings, mask_url
+from distloop.tasks.kernel import ChunkResult, ChunkSpec
+from distloop.tasks.store.connect import connect_store
+from distloop.tasks.store.jobs import JobStore
+from distloop.tasks.store.workers import live_workers
+from distloop.worker.embedded import EmbeddedCluster
+
+
+def describe_chunk(job: JobSpec, chunk: ChunkSpec) -> str:
+    """How a chunk reads in Flower's args column: its items first (Flower cuts long args), then target and job."""
+    if chunk.calls is not None:
+        items = f"{len(chunk.calls)} calls"
+    else:
+        step = f", {chunk.step}" if chunk.step != 1 else ""
+        items = f"range({chunk.start}, {chunk.stop}{step})"
+    reduce = f", reduce {job.reduce}" if job.reduce else ""
+    return f"{items} of {job.target}, chunk {chunk.index} of job {job.job_id}{reduce}"
+
+
+class CeleryBackend(Backend):
+    """Chunks run on Celery workers: the embedded cluster, or the ones at ``--broker``."""
+
+    name = "celery"
+    supports_timeout = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cluster: EmbeddedCluster | None = None
+        self.app: Celery | None = None
+        self.store: JobStore | None = None
+        self._producer: Any = None
+        self._workers = 0
+        self._broker: redis.Redis | None = None
+        self._lost: dict[str, LostChunks] = {}  # per open job: the facades keep several open
+        self._watchdog = Watchdog()
+
+    @property
+    def workers(self) -> int:
+        return self._workers or self.requested_workers or 1
+
+    @property
+    def embedded(self) -> bool:
+        return self.settings.broker_url is None
+
+    def start(self, allow: Sequence[str] = ()) -> None:
+        if self.app is not None:
+            return
+        started = time.perf_counter()
+        settings = self.settings
+        try:
+            if self.embedded:
+                self.cluster = EmbeddedCluster(self.requested_workers, allow, settings).start()
+                assert self.cluster.settings is not None
+                settings = self.cluster.settings
+                self._workers = self.cluster.workers
+            self.store = connect_store(settings)
+            self.app = make_app(settings)
+            self._broker = self._broker_client(settings)
+            if not self.embedded:
+                self._workers = self._count_remote_workers()
+        except BaseException:
+            self.close()
+            raise
+        self.startup_s = time.perf_counter() - started
+
+    def _count_remote_workers(self) -> int:
+        """Worker processes serving the queue (from their heartbeats); fail clearly when none."""
+        assert self.store is not None
+        total = sum(int(w.get("concurrency", 1)) for w in live_workers(self.store.client).values())
+        if total == 0:
+            raise BrokerUnavailable(
+                f"no distloop worker answers on {mask_url(self.settings.broker_url)}: start one with `distloop worker`"
+            )
+        return self.requested_workers or total
+
+    def _broker_client(self, settings: Settings) -> redis.Redis:
+        """A plain Redis client on the broker, to read and purge the queue."""
+        assert self.store is not None
+        if settings.effective_broker_url == settings.effective_result_url:
+            return self.store.client
+        return redis.Redis.from_url(settings.effective_broker_url, **settings.redis_options())
+
+    def open_job(self, job: JobSpec) -> None:
+        visibility = self.settings.visibility_timeout
+        if job.timeout is not None and job.timeout + defaults.TIMEOUT_GRACE_SECONDS >= visibility:
+            # Redis would hand a chunk still running to a second worker, and again every hour.
+            raise UsageError(
+                f"--timeout {job.timeout:g} s does not fit the broker's visibility timeout ({visibility} s): "
+                "set DISTLOOP_VISIBILITY_TIMEOUT above it, on the workers too"
+            )
+        module = job.target.rpartition(":")[0]
+        self.start((module,))
+        assert self.app is not None and self.store is not None and self._broker is not None
+        if self.cluster is not None:  # our private workers: allow this job's module too
+            self.store.allow([module])
+        meta = {
+            "target": job.target, "reduce": job.reduce, "on_error": job.on_error,
+            "timeout": job.timeout, "state": "running", **job.meta,
+        }  # fmt: skip
+        self.store.create(job.job_id, meta)
+        follow_monitors(self.app, self.settings, live_workers(self.store.client))
+        self._lost[job.job_id] = LostChunks(self.store, self._broker, defaults.QUEUE, job.job_id, meta)
+        if self._producer is None:
+            self._producer = self.app.producer_pool.acquire(block=True)
+
+    def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
+        assert self.app is not None
+        assert self.store is not None
+        limits = time_limits(job.timeout)
+        plan = [c.to_wire() for c in chunks if c.calls is None]
+        while True:
+            try:
+                # The plan first: a producer that dies mid-send leaves no chunk resume cannot place.
+                self.store.record_plan(job.job_id, plan)
+                # One producer connection; kombu's batch pipelines the publishes to Redis.
+                with self._producer.batch(max_size=max(1, len(chunks))):
+                    for chunk in chunks:
+                        self.app.send_task(
+                            defaults.CHUNK_TASK,
+                            args=(job.job_id, job.target, chunk.to_wire(), job.reduce, job.on_error),
+                            argsrepr=describe_chunk(job, chunk),
+                            task_id=f"{job.job_id}-{chunk.index}",
+                            queue=defaults.QUEUE,
+                            producer=self._producer,
+                            # Results travel through the ledger: without this Celery subscribes
+                            # to a result channel per chunk, and the producer grows with the job.
+                            ignore_result=True,
+                            **limits,
+                        )
+                self._watchdog.reached()
+                return
+            except (OperationalError, redis.RedisError, OSError) as exc:
+                # The batch is sent again whole: a chunk delivered twice is harmless.
+                self._watchdog.unreachable(f"lost the broker while sending chunks: {exc}")
+                time.sleep(1.0)
+
+    def collected(self, job: JobSpec, checkpoint: dict[str, Any]) -> None:
+        """Record the checkpoint in the ledger, then drop the results it covers (Redis stays small)."""
+        assert self.store is not None
+        try:
+            self.store.checkpoint(job.job_id, checkpoint)
+        except (redis.RedisError, OSError) as exc:
+            self._watchdog.unreachable(f"lost the result store: {exc}")
+
+    def stored_job(self, job_id: str) -> StoredJob | None:
+        self.start()
+        assert self.store is not None
+        meta = self.store.meta(job_id)
+        if meta is None:
+            return None
+        done = sorted(self.store.finished_indices(job_id))
+        raw = self.store.results(job_id, done)
+        plan = {i: ChunkSpec(i, start, stop, step) for i, (start, stop, step) in self.store.plan(job_id).items()}
+        return StoredJob(meta, [ChunkResult.from_wire(r) for r in raw if r is not None], plan)
+
+    def lost(self, job: JobSpec, pending: Collection[int]) -> list[int]:
+        """Chunks lost with a dead worker or a restarted Redis (see :mod:`distloop.backends.recovery`)."""
+        assert self.store is not None
+        try:
+            workers = live_workers(self.store.client)
+            lost = self._lost[job.job_id].find(pending, workers.keys())
+        except (redis.RedisError, OSError) as exc:
+            self._watchdog.unreachable(f"lost the result store: {exc}")
+            return []
+        self._watchdog.reached()
+        self._watchdog.workers_alive(bool(workers))
+        follow_monitors(self.app, self.settings, workers)
+        return lost
+
+    def wait(self, job: JobSpec, timeout: float) -> list[ChunkResult]:
+        assert self.store is not None
+        try:
+            indices = self.store.pop_done(job.job_id, timeout)
+            if not indices:
+                return []
+            raw = self.store.results(job.job_id, indices)
+        except (redis.RedisError, OSError) as exc:
+            self._watchdog.unreachable(f"lost the result store: {exc}")
+            time.sleep(min(timeout, 1.0))
+            return []
+        self._watchdog.reached()
+        return [ChunkResult.from_wire(r) for r in raw if r is not None]
+
+    def cancel(self, job: JobSpec, why: str = "stopped") -> None:
+        """Stop the job before its end; ``why`` ("failed", "interrupted"...) is what status will say."""
+        self._end(job, why)
+
+    def _end(self, job: JobSpec, state: str) -> None:
+        """Revoke the job: its ledger and queued messages go, and its running chunks are stopped.
+
+        The ledger goes first, so a worker that still gets one of its chunks skips it.
+        Chunks already running are revoked with ``terminate``: the worker stops the pool
+        process running each (and starts another), instead of finishing work nobody
+        will collect.
+        """
+        if self.store is None:
+            return
+        outcome = {"state": state, "target": job.target, "items": job.meta.get("items")}
+        try:
+            running = self.store.delete(job.job_id, outcome)
+            if self._broker is not None:
+                purge_job(self._broker, defaults.QUEUE, job.job_id)
+            if running and self.app is not None:
+                self.app.control.revoke([f"{job.job_id}-{i}" for i in running], terminate=True)
+        except (redis.RedisError, OSError, OperationalError):
+            pass
+
+    def close_job(self, job: JobSpec) -> None:
+        # After a cancel the ledger is gone already, and the outcome it wrote stays.
+        self._end(job, "done")
+        self._lost.pop(job.job_id, None)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.release()
+            self._producer = None
+        if self.app is not None:
+            self.app.close()
+            self.app = None
+        if self._broker is not None:
+            self._broker.close()
+            self._broker = None
+        if self.store is not None:
+            self.store.client.close()
+            self.store = None
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+
+
+def time_limits(timeout: float | None) -> dict[str, float]:
+    """Celery's per-task limits for ``--timeout``: soft at the timeout, hard a grace later."""
+    if timeout is None:
+        return {}
+    return {"soft_time_limit": timeout, "time_limit": timeout + defaults.TIMEOUT_GRACE_SECONDS}

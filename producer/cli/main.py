@@ -1,0 +1,89 @@
+"""``distloop``: the command line. Each subcommand lives in its own module of this package.
+
+Exit codes: 0 ok, 1 the loop's own function failed, 2 bad usage or input,
+3 broker or worker unavailable, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any, NoReturn
+
+import redis
+
+import distloop
+from distloop.tasks.core.errors import BrokerUnavailable, DistloopError
+
+#: Subcommand modules; each has ``NAME``, ``add_arguments(parser)`` and ``main(args) -> int``.
+COMMANDS = (
+    "distloop.cli.run",
+    "distloop.cli.bench",
+    "distloop.cli.worker",
+    "distloop.cli.up",
+    "distloop.cli.status",
+    "distloop.cli.flower",
+    "distloop.cli.resume",
+)
+
+EXIT_INTERRUPTED = 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line, with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> tuple[ArgumentParser, dict[str, Any]]:
+    parser = ArgumentParser(prog="distloop", description="Run a Python loop on many cores and many machines.")
+    parser.add_argument("--version", action="version", version=f"distloop {distloop.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    handlers = {}
+    for name in COMMANDS:
+        module = importlib.import_module(name)
+        command = sub.add_parser(module.NAME, help=(module.__doc__ or "").splitlines()[0], description=module.__doc__)
+        module.add_arguments(command)
+        handlers[module.NAME] = module
+    return parser, handlers
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; map every error to one line on stderr and an exit code."""
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    # SIGTERM cleans up like Ctrl-C: every process we started is stopped by pid.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return int(handlers[args.command].main(args))
+    except DistloopError as exc:
+        return fail(args, str(exc), exc.exit_code)
+    except redis.RedisError as exc:  # one line, not a traceback, for what Redis answered unexpectedly
+        return fail(args, f"Redis: {exc}", BrokerUnavailable.exit_code)
+    except KeyboardInterrupt:
+        return fail(args, "interrupted", EXIT_INTERRUPTED)
+
+
+def fail(args: argparse.Namespace, message: str, code: int) -> int:
+    print(f"distloop {args.command}: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "exit_code": code}))
+    return code
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,52 @@
+"""What ``run`` and ``resume`` print or write: the output file, the results, the summary line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import IO, Any
+
+from distloop.api import JobReport
+from distloop.tasks.core.errors import UsageError
+
+
+def open_output(path: str) -> IO[str]:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--output {path}: directory {folder} does not exist")
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--output {path}: {exc.strerror}") from None
+
+
+def emit(args: argparse.Namespace, report: JobReport) -> None:
+    """Print the result: one JSON object (--json), or results on stdout and a summary on stderr."""
+    if args.json:
+        payload: dict[str, Any] = {
+            "job_id": report.job_id, "backend": report.backend, "items": report.items,
+            "chunks": report.chunks, "chunk_size": report.chunk_size, "wall_s": round(report.wall_s, 6),
+            "startup_s": round(report.startup_s, 6), "errors": report.errors, "hosts": report.hosts,
+        }  # fmt: skip
+        if args.output:
+            payload["output"] = args.output
+        else:
+            payload["result"] = report.result
+        print(json.dumps(payload))
+        return
+    if args.output:
+        pass
+    elif args.reduce:
+        print(json.dumps(report.result))
+    else:
+        for value in report.result:
+            print(json.dumps(value))
+    where = f", written to {args.output}" if args.output else ""
+    failed = f", {len(report.errors)} failed" if report.errors else ""
+    print(
+        f"distloop: {report.items} items in {report.chunks} chunks on {report.backend}"
+        f" in {report.wall_s:.3f} s{failed}{where} (job {report.job_id})",
+        file=sys.stderr,
+    )

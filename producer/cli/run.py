@@ -1,0 +1,71 @@
+"""Run f(i) for every i of a range, in parallel, and print or write the results.
+
+TARGET is package.module:function or path/to/script.py:function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from distloop.api import run_job
+from distloop.backends import BACKEND_NAMES
+from distloop.cli.output import emit, open_output
+from distloop.progress import progress_for
+from distloop.ranges import parse_range
+from distloop.tasks.core import defaults
+from distloop.tasks.core.errors import ChunkFailed
+from distloop.tasks.core.settings import Settings
+from distloop.tasks.kernel import ON_ERROR, REDUCERS
+
+NAME = "run"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="TARGET", help="module:function or path/to/script.py:function")
+    parser.add_argument("--range", required=True, metavar="START:STOP[:STEP]", dest="range_text")
+    parser.add_argument(
+        "--backend", default="celery", choices=BACKEND_NAMES, help="where the loop runs (default celery)"
+    )
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    parser.add_argument("--chunk-size", default="auto", help="items per chunk, or 'auto' (default)")
+    parser.add_argument("--reduce", choices=tuple(REDUCERS), help="combine results on the workers")
+    parser.add_argument("--output", metavar="FILE", help="write results as JSON Lines, in loop order")
+    parser.add_argument("--broker", help="Redis URL of running workers (default: an embedded cluster)")
+    parser.add_argument("--on-error", default="raise", choices=ON_ERROR,
+                        help="stop at the first failing item, or run them all (default raise)")  # fmt: skip
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="per chunk: an item still running after SECONDS is reported failed (celery backend)",
+    )
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress on stderr: a bar on a terminal, else plain lines (default on)")  # fmt: skip
+    parser.add_argument("--progress-every", type=float, default=defaults.PROGRESS_INTERVAL, metavar="SECONDS",
+                        help=f"seconds between plain progress lines ({defaults.PROGRESS_INTERVAL:g})")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def main(args: argparse.Namespace) -> int:
+    items = parse_range(args.range_text)
+    settings = Settings.from_env(broker_url=args.broker)
+    output = open_output(args.output) if args.output else None
+    progress = progress_for(args.progress, total_items=len(items), every=args.progress_every)
+    try:
+        report = run_job(
+            args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,
+            workers=args.workers, on_error=args.on_error, settings=settings, output=output,
+            progress=progress, timeout=args.timeout,
+        )  # fmt: skip
+    except ChunkFailed as exc:
+        if exc.remote_traceback:
+            print(exc.remote_traceback.rstrip(), file=sys.stderr)
+        raise
+    finally:
+        if output is not None:
+            output.close()
+        if progress is not None:
+            progress.close()
+    emit(args, report)
+    return 1 if report.errors else 0

@@ -1,0 +1,67 @@
+"""Start a standing local cluster (redis-server and prefork workers) until Ctrl-C.
+
+The broker URL carries a fresh random password. It is printed masked; the full
+URL goes to an environment file readable only by you (`. FILE` sets
+DISTLOOP_BROKER_URL), or to stdout with --show-password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.settings import ENV_BROKER, Settings, mask_url, split_patterns
+from distloop.worker.standing import StandingCluster
+
+NAME = "up"
+DEFAULT_ENV_FILE = "~/.distloop/up.env"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    parser.add_argument("--flower", action="store_true", help="also start Flower (basic auth) on 127.0.0.1")
+    parser.add_argument("--bind", default="127.0.0.1", help="address Redis listens on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="Redis port (default: a free one)")
+    parser.add_argument("--allow", help="comma-separated modules whose functions workers may run")
+    parser.add_argument("--env-file", default=DEFAULT_ENV_FILE,
+                        help=f"where to write the full broker URL, mode 600 (default {DEFAULT_ENV_FILE})")  # fmt: skip
+    parser.add_argument("--show-password", action="store_true", help="print the full broker URL on stdout")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {args.workers}")
+    env_file = Path(os.path.expanduser(args.env_file))
+    base = Settings.from_env()
+    base = base.replace(allow=base.allow + split_patterns(args.allow))
+    concurrency = args.workers or os.cpu_count() or 1
+    cluster = StandingCluster(
+        base, concurrency=concurrency, env_file=env_file, bind=args.bind, port=args.port, flower=args.flower
+    )
+    try:
+        cluster.start()
+        assert cluster.redis is not None and cluster.worker is not None
+        redis = cluster.redis
+        say(f"redis-server {redis.host}:{redis.port} (pid {redis.process.pid}), no persistence")
+        say(f"worker up-{os.getpid()} with {concurrency} processes (pid {cluster.worker.pid})")
+        if cluster.flower is not None:
+            say(f"Flower at {cluster.flower.url} (user {cluster.flower.username}; password in {env_file})")
+        say(f"broker {mask_url(redis.url)}")
+        say(f"to use it: . {env_file}   (sets {ENV_BROKER}; the file is readable by you only)")
+        if args.show_password:
+            print(redis.url, flush=True)
+        say("Ctrl-C stops everything")
+        cluster.watch()
+    except KeyboardInterrupt:
+        say("stopping")
+    finally:
+        cluster.stop()
+    say("stopped")
+    return 0
+
+
+def say(line: str) -> None:
+    print(f"distloop up: {line}", file=sys.stderr, flush=True)

@@ -1,0 +1,61 @@
+"""Serve chunks on this host: a Celery prefork worker with distloop's settings.
+
+Equivalent to `celery -A distloop.tasks worker -P prefork -Q distloop` with the same
+DISTLOOP_* environment; this command checks the broker first, prints what it
+serves (password masked), then becomes that worker (same process id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from celery.utils.nodenames import host_format
+
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.settings import Settings, mask_url, split_patterns
+from distloop.tasks.store.connect import connect_store
+from distloop.worker.celery_worker import available_cpus, worker_argv, worker_env
+
+NAME = "worker"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", help="Redis URL (default: DISTLOOP_BROKER_URL, else redis://127.0.0.1:6379/0)")
+    parser.add_argument("--concurrency", type=int, help="worker processes (default: CPUs available to this host)")
+    parser.add_argument("--hostname", help="worker name, as Celery's -n (default: distloop@<host name>)")
+    parser.add_argument("--allow", help="comma-separated modules whose functions may run (adds to DISTLOOP_ALLOW)")
+    parser.add_argument("--loglevel", default="warning", help="Celery log level (default warning)")
+
+
+def worker_settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env(broker_url=args.broker)
+    if args.allow:
+        settings = settings.replace(allow=settings.allow + split_patterns(args.allow))
+    return settings
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = worker_settings(args)
+    concurrency = args.concurrency or available_cpus()
+    if concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, not {concurrency}")
+    hostname = args.hostname or "distloop@%h"
+    shown = host_format(hostname)  # the name Celery will use, as in `hosts` of run --json
+    # One clear line (exit 3) for a wrong password or an unreachable Redis, instead
+    # of Celery's endless reconnect loop.
+    connect_store(settings).client.close()
+    print(f"distloop worker {shown}: broker {mask_url(settings.effective_broker_url)}", file=sys.stderr)
+    if settings.result_url:
+        print(f"distloop worker {shown}: results {mask_url(settings.result_url)}", file=sys.stderr)
+    print(
+        f"distloop worker {shown}: {concurrency} processes, may run {', '.join(settings.allowed_patterns)}",
+        file=sys.stderr,
+    )
+    sys.stderr.flush()
+    argv = worker_argv(concurrency, hostname, args.loglevel)
+    # Become the worker: Ctrl-C and SIGTERM reach Celery directly, and whoever
+    # started us stops the worker by the process id it already knows.
+    os.execve(argv[0], argv, worker_env(settings))
+    return 0  # not reached

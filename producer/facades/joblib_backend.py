@@ -1,0 +1,152 @@
+"""A joblib parallel backend, ``"distloop"``, that runs ``Parallel`` batches on Celery workers.
+
+::
+
+    distloop.register_joblib()
+    with joblib.parallel_config(backend="distloop"):          # was: backend="loky"
+        results = Parallel(n_jobs=-1)(delayed(f)(i) for i in range(1000))
+
+joblib is optional (``pip install 'distloop[joblib]'``) and imported only here.
+Each joblib batch (``BatchedCalls``) becomes one chunk of explicit calls on a
+:class:`~distloop.facades.executor.CeleryExecutor`; joblib's auto-batching sizes them
+from the measured round trip, as it does for its process backends. Options
+given to ``parallel_config(backend="distloop", ...)`` or to
+:func:`register_joblib` reach the executor: ``broker``, ``settings``, or an
+existing ``executor`` to share (it is then left running).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from distloop.facades.executor import CeleryExecutor
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.settings import Settings
+
+NAME = "distloop"
+
+
+def _joblib() -> Any:
+    try:
+        import joblib
+        import joblib._parallel_backends
+    except ImportError:
+        raise UsageError("joblib is not installed: pip install 'distloop[joblib]' (or pip install joblib)") from None
+    return joblib
+
+
+def register_joblib(
+    *, broker: str | None = None, settings: Settings | None = None, executor: CeleryExecutor | None = None
+) -> None:
+    """Register the ``"distloop"`` joblib backend; its defaults are these options."""
+    joblib = _joblib()
+    base = joblib._parallel_backends.ParallelBackendBase
+    auto = joblib._parallel_backends.AutoBatchingMixin
+    defaults = {"broker": broker, "settings": settings, "executor": executor}
+
+    class DistloopBackend(auto, base):  # type: ignore[misc, valid-type]
+        """joblib batches as chunks on distloop's workers."""
+
+        supports_retrieve_callback = True
+        supports_timeout = True
+        uses_threads = False
+        supports_sharedmem = False
+        default_n_jobs = -1  # Parallel(n_jobs=None): every worker process
+
+        def __init__(self, nesting_level: int | None = None, inner_max_num_threads: int | None = None, **options: Any):
+            super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
+            unknown = set(options) - set(defaults)
+            if unknown:
+                raise UsageError(f"unknown distloop joblib option(s): {', '.join(sorted(unknown))}")
+            self.options = {**defaults, **{k: v for k, v in options.items() if v is not None}}
+            self.executor: CeleryExecutor | None = None
+            self.own_executor = False
+
+        def _executor(self) -> CeleryExecutor:
+            if self.executor is None:
+                shared = self.options["executor"]
+                self.own_executor = shared is None
+                self.executor = shared or CeleryExecutor(
+                    broker=self.options["broker"], settings=self.options["settings"]
+                )
+            return self.executor
+
+        def effective_n_jobs(self, n_jobs: int | None) -> int:
+            if n_jobs == 0:
+                raise ValueError("n_jobs == 0 in Parallel has no meaning")
+            if n_jobs is not None and n_jobs > 0:
+                return int(n_jobs)
+            return max(self._executor().workers + 1 + (n_jobs or -1), 1)
+
+        def configure(self, n_jobs: int = 1, parallel: Any = None, **_: Any) -> int:
+            self.parallel = parallel
+            return self.effective_n_jobs(n_jobs)
+
+        def submit(self, func: Any, callback: Callable[[Any], None] | None = None) -> Future[Any]:
+            future = _submit_batch(self._executor(), func)
+            if callback is not None:
+                future.add_done_callback(callback)
+            return future
+
+        def retrieve_result_callback(self, future: Future[Any]) -> Any:
+            return future.result()
+
+        def abort_everything(self, ensure_ready: bool = True) -> None:
+            # Calls not sent yet are dropped by joblib's own abort; running ones finish.
+            if not ensure_ready:
+                self.terminate()
+
+        def terminate(self) -> None:
+            if self.executor is not None and self.own_executor:
+                self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+            self.reset_batch_stats()
+
+        def get_nested_backend(self) -> Any:
+            # Code running inside a call runs on a worker; nested Parallel calls stay there, in order.
+            return joblib._parallel_backends.SequentialBackend(nesting_level=(self.nesting_level or 0) + 1), None
+
+    joblib.register_parallel_backend(NAME, DistloopBackend)
+
+
+def _submit_batch(executor: CeleryExecutor, batch: Any) -> Future[list[Any]]:
+    """Send a joblib ``BatchedCalls`` (items of ``(func, args, kwargs)``) as chunks; one Future for its list."""
+    items = list(getattr(batch, "items", None) or [(batch, (), {})])
+    futures: list[Future[Any]] = []
+    start = 0
+    while start < len(items):  # consecutive calls of one function share a chunk
+        func = items[start][0]
+        stop = start
+        while stop < len(items) and items[stop][0] is func:
+            stop += 1
+        calls = [(args, kwargs) for _, args, kwargs in items[start:stop]]
+        futures.extend(executor.submit_batch(func, calls, chunksize=len(calls)))
+        start = stop
+    return _gather(futures)
+
+
+def _gather(futures: list[Future[Any]]) -> Future[list[Any]]:
+    """One Future for the list of results; the first failure (in order) if any fails."""
+    combined: Future[list[Any]] = Future()
+    combined.set_running_or_notify_cancel()
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_: Future[Any]) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        for future in futures:
+            error = future.exception() if not future.cancelled() else RuntimeError("the call was cancelled")
+            if error is not None:
+                combined.set_exception(error)
+                return
+        combined.set_result([f.result() for f in futures])
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    return combined

@@ -1,0 +1,69 @@
+"""The Celery app and its tasks: what ``celery -A distloop.tasks worker`` serves.
+
+The producer builds its own app from its own settings with :func:`make_app` and
+sends tasks by name; the module-level :data:`app` is the worker's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.utils.log import get_task_logger
+
+from distloop.tasks import runtime, signals
+from distloop.tasks.core import defaults
+from distloop.tasks.core.settings import Settings
+from distloop.tasks.kernel import ChunkSpec, run_named_chunk
+from distloop.tasks.targets import resolve
+
+logger = get_task_logger(__name__)
+
+# The worker's signal handlers (heartbeat, ready file, lost chunks) are connected on import.
+assert signals
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app configured from ``settings`` (the producer builds its own this way)."""
+    celery_app = Celery("distloop", set_as_current=False)
+    celery_app.conf.update(settings.celery_config())
+    return celery_app
+
+
+settings = runtime.settings
+app = make_app(settings)
+
+
+# A chunk whose process dies (SIGKILL, OOM, segfault) is sent again, at once, at most
+# WORKER_LOST_RETRIES times; then it is reported failed instead of looping forever.
+@app.task(
+    name=defaults.CHUNK_TASK, bind=True, ignore_result=True,
+    max_retries=defaults.WORKER_LOST_RETRIES, default_retry_delay=0,
+)  # fmt: skip
+def chunk(
+    self: Any, job_id: str, target: str, spec: dict[str, Any], reduce: str | None = None, on_error: str = "raise"
+) -> None:
+    """Run one chunk of a job and store its result in the job ledger."""
+    store = runtime.job_store()
+    if not store.mark_started(job_id, spec["index"], self.request.hostname or ""):
+        return  # the job was cancelled or has finished: nothing to do
+    allow = settings.allowed_patterns
+    if settings.allow_from_store:  # the embedded cluster: its producer adds modules as it meets them
+        allow += store.allowed()
+    # Under a --timeout (a per-task time limit) go item by item, so the stuck item is known.
+    fast = not any(self.request.timelimit or ())
+    result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, allow, fast)
+    result.host = self.request.hostname or ""
+    if result.fatal:
+        logger.warning("refused chunk %s of job %s: %s", result.index, job_id, result.fatal["message"])
+    store.put_result(job_id, result.index, result.to_wire())
+
+
+@app.task(name=defaults.ITEM_TASK)
+def item(target: str, i: int) -> Any:
+    """One item per task, result through Celery's result backend.
+
+    Not used by distloop's own dispatch: it is the plain-Celery baseline that
+    ``make perf`` measures chunked dispatch against, on the same workers.
+    """
+    return resolve(target, settings.allowed_patterns)(i)

@@ -1,0 +1,233 @@
+"""One settings object, built from flags and environment; Celery's config derives from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from distloop.tasks.core import defaults
+from distloop.tasks.core.tls import check_tls_url, strip_tls_query, tls_options
+
+ENV_BROKER = "DISTLOOP_BROKER_URL"
+ENV_RESULT = "DISTLOOP_RESULT_URL"
+ENV_ALLOW = "DISTLOOP_ALLOW"
+ENV_TIME_LIMIT = "DISTLOOP_CHUNK_TIME_LIMIT"
+ENV_VISIBILITY = "DISTLOOP_VISIBILITY_TIMEOUT"
+ENV_ALLOW_FROM_STORE = "DISTLOOP_ALLOW_FROM_STORE"
+ENV_TLS_CA = "DISTLOOP_TLS_CA_FILE"
+ENV_TLS_CERT = "DISTLOOP_TLS_CERT_FILE"
+ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
+ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
+ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
+#: Set by whoever starts a worker and waits for it (the embedded cluster): a file the
+#: worker creates once it consumes tasks.
+ENV_READY_FILE = "DISTLOOP_READY_FILE"
+
+
+def split_patterns(text: str | None) -> tuple[str, ...]:
+    """Split a comma-separated allow-list into stripped, non-empty patterns."""
+    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+def mask_url(url: str | None) -> str:
+    """Return ``url`` with its password replaced by ``***`` (for every output line)."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if parts.port:
+                host = f"{host}:{parts.port}"
+            netloc = f"{parts.username or ''}:***@{host}"
+        # redis-py also takes ?password=...: mask that too.
+        query = "&".join(
+            f"{k}=***" if k.lower() == "password" else f"{k}={v}" if sep else k
+            for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about distloop, for producer and workers alike.
+
+    ``broker_url`` None means "not configured": the producer then starts the
+    embedded cluster, and a worker falls back to the local default Redis.
+    """
+
+    broker_url: str | None = None
+    result_url: str | None = None
+    allow: tuple[str, ...] = ()
+    chunk_time_limit: float = defaults.CHUNK_TIME_LIMIT
+    chunk_soft_time_limit: float = defaults.CHUNK_SOFT_TIME_LIMIT
+    visibility_timeout: int = defaults.VISIBILITY_TIMEOUT
+    result_expires: int = defaults.RESULT_EXPIRES
+    socket_timeout: float = defaults.SOCKET_TIMEOUT
+    socket_connect_timeout: float = defaults.SOCKET_CONNECT_TIMEOUT
+    health_check_interval: int = defaults.HEALTH_CHECK_INTERVAL
+    # Workers also allow the modules listed in their Redis (``JobStore.allow``).
+    # Only the embedded cluster sets it: its Redis is private (random password,
+    # loopback), so whoever can write there already runs code as this user.
+    # Never set it on workers that serve a shared broker.
+    allow_from_store: bool = False
+    #: TLS (``rediss://`` URLs): CA bundle that signs the server's certificate
+    #: (None: the system's trust store), and a client certificate and key for
+    #: servers that ask for one. Certificate and host name checks are always on
+    #: unless ``tls_insecure`` turns them off explicitly.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_insecure: bool = False
+    #: Task events from the start (``DISTLOOP_TASK_EVENTS=1``). Off by default: they
+    #: cost a worker about 1 ms of CPU per chunk, and a monitor that wants them
+    #: (Flower, ``distloop flower``) switches them on by remote control.
+    task_events: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``DISTLOOP_*`` variables; non-None ``overrides`` (flags) win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {
+            "broker_url": env.get(ENV_BROKER) or None,
+            "result_url": env.get(ENV_RESULT) or None,
+            "allow": split_patterns(env.get(ENV_ALLOW)),
+            "allow_from_store": env.get(ENV_ALLOW_FROM_STORE) == "1",
+            "tls_ca_file": env.get(ENV_TLS_CA) or None,
+            "tls_cert_file": env.get(ENV_TLS_CERT) or None,
+            "tls_key_file": env.get(ENV_TLS_KEY) or None,
+            "tls_insecure": env.get(ENV_TLS_INSECURE, "").strip().lower() in ("1", "true", "yes"),
+            "task_events": env.get(ENV_TASK_EVENTS, "").strip().lower() in ("1", "true", "yes"),
+        }
+        if env.get(ENV_TIME_LIMIT):
+            limit = float(env[ENV_TIME_LIMIT])
+            values["chunk_time_limit"] = limit
+            values["chunk_soft_time_limit"] = max(limit - 60.0, limit * 0.9)
+            values["visibility_timeout"] = int(max(defaults.VISIBILITY_TIMEOUT, limit + 600))
+        if env.get(ENV_VISIBILITY):
+            values["visibility_timeout"] = int(env[ENV_VISIBILITY])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or defaults.WORKER_BROKER_URL
+
+    @property
+    def effective_result_url(self) -> str:
+        return self.result_url or self.effective_broker_url
+
+    @property
+    def allowed_patterns(self) -> tuple[str, ...]:
+        return defaults.ALWAYS_ALLOWED + tuple(p for p in self.allow if p not in defaults.ALWAYS_ALLOWED)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that gives a worker process these settings."""
+        env = {ENV_BROKER: self.effective_broker_url, ENV_ALLOW: ",".join(self.allow)}
+        if self.result_url:
+            env[ENV_RESULT] = self.result_url
+        if self.allow_from_store:
+            env[ENV_ALLOW_FROM_STORE] = "1"
+        for name, value in ((ENV_TLS_CA, self.tls_ca_file), (ENV_TLS_CERT, self.tls_cert_file),
+                            (ENV_TLS_KEY, self.tls_key_file)):  # fmt: skip
+            if value:
+                env[name] = value
+        if self.tls_insecure:
+            env[ENV_TLS_INSECURE] = "1"
+        if self.task_events:
+            env[ENV_TASK_EVENTS] = "1"
+        return env
+
+    def check_tls(self) -> None:
+        """Refuse (:class:`UsageError`, one line) URLs that skip certificate checks or misplace TLS.
+
+        The options derived below are safe either way (checks stay on unless
+        ``tls_insecure``); this tells the user why, instead of failing later.
+        """
+        tls_files = bool(self.tls_ca_file or self.tls_cert_file or self.tls_key_file)
+        for url in {self.effective_broker_url, self.effective_result_url}:
+            check_tls_url(url, self.tls_insecure, tls_files)
+
+    def tls_for(self, url: str) -> dict[str, Any] | None:
+        """redis-py's TLS options for ``url`` (None for ``redis://``): checks on unless ``tls_insecure``."""
+        return tls_options(url, self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_insecure)
+
+    def redis_options(self, url: str | None = None) -> dict[str, Any]:
+        """Socket and TLS options shared by broker, result backend, job store and heartbeats.
+
+        ``url`` (default: the result store) decides whether TLS options apply.
+        """
+        options: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_connect_timeout,
+            "health_check_interval": self.health_check_interval,
+            "retry_on_timeout": False,
+        }
+        options.update(self.tls_for(url or self.effective_result_url) or {})
+        return options
+
+    def redis_client(self, url: str | None = None) -> redis.Redis:
+        """A redis-py client for ``url`` (default: the result store) with every option above."""
+        url = url or self.effective_result_url
+        return redis.Redis.from_url(strip_tls_query(url), **self.redis_options(url))
+
+    def celery_config(self) -> dict[str, Any]:
+        """Celery's configuration, derived in this one place."""
+        transport = {
+            "visibility_timeout": self.visibility_timeout,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_connect_timeout,
+            "health_check_interval": self.health_check_interval,
+        }
+        broker_tls = self.tls_for(self.effective_broker_url)
+        result_tls = self.tls_for(self.effective_result_url)
+        return {
+            # TLS options travel in broker_use_ssl / redis_backend_use_ssl, never in the
+            # URL: a bare rediss:// URL would make kombu skip certificate checks.
+            "broker_url": strip_tls_query(self.effective_broker_url),
+            "result_backend": strip_tls_query(self.effective_result_url),
+            "broker_use_ssl": broker_tls,
+            "redis_backend_use_ssl": result_tls,
+            "broker_transport_options": transport,
+            "result_backend_transport_options": dict(transport),
+            "redis_socket_timeout": self.socket_timeout,
+            "redis_socket_connect_timeout": self.socket_connect_timeout,
+            "redis_backend_health_check_interval": self.health_check_interval,
+            "broker_connection_retry_on_startup": True,
+            "broker_connection_timeout": self.socket_connect_timeout,
+            # JSON only: nobody who can write to Redis gets to unpickle on a worker.
+            "task_serializer": "json",
+            "result_serializer": "json",
+            "accept_content": ["json"],
+            "result_accept_content": ["json"],
+            # A chunk is acknowledged only after it ran, and requeued if its process dies.
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            # ...but as a retry with a cap (the task's max_retries), not forever.
+            "task_retry_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "worker_disable_prefetch": True,
+            "task_time_limit": self.chunk_time_limit,
+            "task_soft_time_limit": self.chunk_soft_time_limit,
+            "result_expires": self.result_expires,
+            # Flower needs both to show queued chunks before they start. Off unless asked:
+            # Flower turns the workers' on by remote control, their heartbeats say so,
+            # and producers then send task-sent events too (see distloop.tasks.store.workers).
+            "worker_send_task_events": self.task_events,
+            "task_send_sent_event": self.task_events,
+            "task_track_started": True,
+            "task_default_queue": defaults.QUEUE,
+        }
