@@ -16,8 +16,8 @@ from distloop.tasks.core.errors import BrokerUnavailable
 class Watchdog:
     """Tracks how long Redis has been unreachable and how long no worker has been alive."""
 
-    def __init__(self, limit: float = defaults.BROKER_OUTAGE_SECONDS) -> None:
-        self.limit = limit
+    def __init__(self, limit: float | None = None) -> None:
+        self.limit = defaults.BROKER_OUTAGE_SECONDS if limit is None else limit
         self._outage_since: float | None = None
         self._no_worker_since: float | None = None
 
