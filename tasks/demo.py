@@ -1,4 +1,8 @@
-"""The seed articles' workloads (see shared/seeds): plain functions, no distloop imports."""
+"""The workloads of the three articles distloop started from, as plain functions.
+
+``pool.map(calc_stuff, ...)``, serial vs threads vs processes for ``crunch_numbers``,
+``square`` and ``cube`` with ``Pool`` and ``ProcessPoolExecutor``. No distloop imports.
+"""
 
 from __future__ import annotations
 

@@ -195,7 +195,7 @@ def run_chunk(
 
     With ``fast``, range chunks first take a fast path; if any item fails, the
     chunk is run again item by item to find and report exactly which (chunks
-    are pure functions of their range, design decision 3). Chunks under a
+    are pure functions of their range). Chunks under a
     ``--timeout`` go item by item from the start, so the stuck item is known.
     """
     started = time.perf_counter()

@@ -11,7 +11,8 @@ Keys (all expire after ``result_expires``):
   "terminated"), written when its producer deletes the rest, so ``distloop status`` can
   still answer
 
-A chunk delivered twice writes the same field twice: harmless (decision 3).
+A chunk delivered twice writes the same field twice: harmless, since a chunk is a pure
+function of its range.
 
 ``distloop:allow`` (a set) holds modules the embedded cluster's producer added
 to its workers' allow-list while running (see ``Settings.allow_from_store``).
