@@ -8,7 +8,7 @@ COPY pyproject.toml README.md ./
 COPY tasks ./tasks
 COPY worker ./worker
 COPY producer ./producer
-RUN pip install --no-cache-dir . && rm -rf /src
+RUN pip install --no-cache-dir '.[flower]' && rm -rf /src
 
 # Workers run as an unprivileged user, from a folder nobody else can write to:
 # Celery imports from the current directory first.

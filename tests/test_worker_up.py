@@ -114,11 +114,6 @@ def test_up_runs_jobs_until_ctrl_c_then_stops_everything(started: list[ManagedPr
 
 def test_up_with_flower(started: list[ManagedProcess], tmp_path: Path) -> None:
     args = ("up", "--workers", "1", "--flower", "--env-file", str(tmp_path / "up.env"))
-    if importlib.util.find_spec("distloop.worker.flower") is None:
-        done = run_cli(*args, env=clean_env(), timeout=60)
-        assert done.returncode == 2
-        assert done.stderr.strip() == "distloop up: error: Flower support is not installed"
-        return
     log_path = tmp_path / "up.log"
     with open(log_path, "ab") as log:
         up = ManagedProcess("distloop up", distloop_argv(*args), env=clean_env(), cwd=str(ROOT), log=log)
@@ -127,3 +122,19 @@ def test_up_with_flower(started: list[ManagedProcess], tmp_path: Path) -> None:
     assert re.search(r"Flower at http://\S+ \(user \S+; password in ", log_path.read_text())
     os.kill(up.pid, signal.SIGINT)
     assert up.popen.wait(timeout=30) == 0
+
+
+def test_flower_missing_is_one_line_with_the_install_hint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import distloop.worker.flower as flower_module
+    from distloop.tasks.core.errors import UsageError
+    from distloop.tasks.core.settings import Settings
+    from distloop.worker.standing import StandingCluster
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flower" else real(name, *a))
+    with pytest.raises(UsageError, match=r"^Flower is not installed: pip install 'distloop\[flower\]'$"):
+        flower_module.start_flower(Settings())
+    cluster = StandingCluster(Settings(), concurrency=1, env_file=tmp_path / "up.env", flower=True)
+    with pytest.raises(UsageError, match="Flower is not installed"):
+        cluster.start()  # refused before Redis or a worker starts
+    assert cluster.redis is None and cluster.worker is None

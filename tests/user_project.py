@@ -137,6 +137,8 @@ def venv_command(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def run_in(project: Path, argv: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def run_in(
+    project: Path, argv: list[str], env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` from the project folder, as its user would."""
     return subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)

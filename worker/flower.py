@@ -14,6 +14,7 @@ next job's producer sends task-sent events too.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import secrets
@@ -75,6 +76,12 @@ class FlowerProcess:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def require_flower() -> None:
+    """Raise :class:`UsageError` with the install line when Flower (an optional part) is missing."""
+    if importlib.util.find_spec("flower") is None:
+        raise UsageError("Flower is not installed: pip install 'distloop[flower]'")
+
+
 def parse_basic_auth(text: str) -> tuple[str, str]:
     """Split ``USER:PASS``; both parts required (Flower splits several pairs on commas)."""
     user, sep, password = text.partition(":")
@@ -106,6 +113,7 @@ def start_flower(
     ``USER:PASS``; when None, credentials are generated (``.username``,
     ``.password``): Flower is never started without authentication.
     """
+    require_flower()
     if max_tasks < 1:
         raise UsageError(f"--max-tasks must be at least 1, not {max_tasks}")
     if basic_auth is None:

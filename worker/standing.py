@@ -15,7 +15,7 @@ from types import TracebackType
 from distloop.tasks.core.errors import BrokerUnavailable
 from distloop.tasks.core.settings import ENV_BROKER, Settings
 from distloop.worker.celery_worker import start_worker
-from distloop.worker.flower import FlowerProcess, start_flower
+from distloop.worker.flower import FlowerProcess, require_flower, start_flower
 from distloop.worker.processes import ManagedProcess
 from distloop.worker.redis_server import RedisServer, start_redis
 
@@ -55,6 +55,8 @@ class StandingCluster:
         self.hostname = f"up-{os.getpid()}@%h"
 
     def start(self) -> StandingCluster:
+        if self.with_flower:
+            require_flower()  # before anything starts
         try:
             self.redis = start_redis(host=self.bind, port=self.port)
             settings = self.base.replace(broker_url=self.redis.url, result_url=None)

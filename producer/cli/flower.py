@@ -13,7 +13,7 @@ import time
 from distloop.tasks.core import defaults
 from distloop.tasks.core.settings import Settings, mask_url
 from distloop.tasks.store.connect import connect_store
-from distloop.worker.flower import parse_basic_auth, start_flower
+from distloop.worker.flower import parse_basic_auth, require_flower, start_flower
 
 NAME = "flower"
 #: Where `distloop flower` finds USER:PASS when --basic-auth is not given (keeps it out of `ps`).
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    require_flower()
     if args.basic_auth is not None:
         parse_basic_auth(args.basic_auth)  # a malformed value is a usage error before anything starts
     settings = Settings.from_env(broker_url=args.broker)
