@@ -3,8 +3,10 @@
 FROM python:3.11-slim
 
 # Install the package (and Celery, kombu, redis-py, Flower) from this repository.
+# LICENSE too: pyproject.toml names it in license-files; without it setuptools only
+# warns, and the installed package carries no licence text.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY tasks ./tasks
 COPY worker ./worker
 COPY producer ./producer
