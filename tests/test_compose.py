@@ -1,30 +1,51 @@
-"""docker-compose.yml and the Dockerfile, read (no Docker engine here) and checked against the code."""
+"""docker-compose.yml and the Dockerfile: read and checked against the code, then run.
+
+No Docker engine runs here. The first tests read the files; the integration tests run
+what the containers would run, taken from the compose file: the redis service's shell
+script with a real redis-server.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import re
+import json
+import os
+import secrets
 import shlex
+import shutil
+import socket
+import subprocess
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
+import redis
 
 from distloop.cli.main import build_parser
 from distloop.worker.celery_worker import available_cpus
+from distloop.worker.processes import ManagedProcess
+from distloop.worker.redis_server import free_port
+from tests.compose_file import (
+    COMPOSE,
+    SERVICES,
+    argv,
+    environment,
+    healthcheck_shell,
+    interpolate,
+    strings,
+    variables_in,
+)
 from tests.conftest import ROOT
+from tests.user_project import ALLOW
 
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 IMAGE_SERVICES = ("worker", "flower", "producer")
 PASSWORD_VAR = "DISTLOOP_REDIS_PASSWORD"
-
-
-def variables(text: str) -> set[str]:
-    """Names of the ${VAR...} references in ``text``."""
-    return set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
+#: What a user exports before `docker compose up` (see the README).
+VARS = {
+    PASSWORD_VAR: "pw-" + secrets.token_hex(12),
+    "DISTLOOP_FLOWER_AUTH": "admin:flower-secret",
+    "DISTLOOP_PROJECT_DIR": "/home/me/myproject",
+    "DISTLOOP_ALLOW": ALLOW,
+}
 
 
 def test_the_stack_has_its_four_services_with_healthchecks() -> None:
@@ -33,13 +54,31 @@ def test_the_stack_has_its_four_services_with_healthchecks() -> None:
         assert SERVICES[name]["healthcheck"]["test"], name
 
 
-def test_redis_requires_the_password_keeps_every_key_and_persists() -> None:
-    command = SERVICES["redis"]["command"]
-    assert command[0] == "redis-server"
-    assert variables(command[command.index("--requirepass") + 1]) == {PASSWORD_VAR}
-    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
-    assert command[command.index("--appendonly") + 1] == "yes"
-    assert any(v.endswith(":/data") for v in SERVICES["redis"]["volumes"])
+def test_the_password_is_interpolated_into_environment_entries_only() -> None:
+    for path, text in strings(COMPOSE):
+        if PASSWORD_VAR in variables_in(text):
+            in_environment = path[0] == "x-distloop-env" or (len(path) >= 2 and path[-2] == "environment")
+            assert in_environment, f"{'.'.join(path)} interpolates the password"
+    # And what the containers are started with: no command, entrypoint or health check carries it.
+    for name, spec in SERVICES.items():
+        for key in ("command", "entrypoint", "healthcheck"):
+            assert VARS[PASSWORD_VAR] not in json.dumps(interpolate(spec.get(key), VARS)), (name, key)
+
+
+def test_redis_runs_unprivileged_keeps_every_key_and_persists() -> None:
+    spec = SERVICES["redis"]
+    assert spec["user"] == "redis"
+    assert spec["restart"] == "unless-stopped"
+    sh, flag, script = spec["command"]
+    assert (sh, flag) == ("sh", "-c")
+    assert variables_in(script) == set()  # only $$: the container's shell expands, not Compose
+    last = shlex.split(interpolate(script, {}).strip().splitlines()[-1])
+    assert last[:2] == ["exec", "redis-server"]  # redis-server becomes the container's main process
+    options = dict(zip(last[3::2], last[4::2], strict=True))
+    assert options == {"--maxmemory-policy": "noeviction", "--appendonly": "yes", "--save": "60 1000"}
+    assert any(v.endswith(":/data") for v in spec["volumes"])
+    env = environment("redis", VARS)
+    assert env[PASSWORD_VAR] == env["REDISCLI_AUTH"] == VARS[PASSWORD_VAR]
 
 
 def test_services_share_one_broker_url_and_one_password_variable() -> None:
@@ -47,22 +86,16 @@ def test_services_share_one_broker_url_and_one_password_variable() -> None:
     assert len(urls) == 1
     (url,) = urls
     assert url.startswith("redis://:${DISTLOOP_REDIS_PASSWORD") and url.endswith("@redis:6379/0")
-    text = (ROOT / "docker-compose.yml").read_text()
-    assert {v for v in variables(text) if "PASSWORD" in v} == {PASSWORD_VAR}
+    assert {v for _, text in strings(COMPOSE) for v in variables_in(text) if "PASSWORD" in v} == {PASSWORD_VAR}
 
 
 def test_every_service_command_is_a_real_command_of_this_project() -> None:
     parser, handlers = build_parser()
     for name in IMAGE_SERVICES:
-        command = [str(part) for part in SERVICES[name]["command"]]
-        if command[0] == "distloop":
-            args = parser.parse_args(command[1:])  # exits (fails the test) on any unknown option
-            assert args.command in handlers
-        else:
-            assert command[:3] == ["celery", "-A", "distloop.tasks"], command
-            assert command[3] in ("worker", "flower")
-            if command[3] == "flower":
-                assert importlib.util.find_spec("flower"), "flower is a dependency of the package"
+        command = argv(name, VARS, with_entrypoint=False)
+        assert command[0] == "distloop", command
+        args = parser.parse_args(command[1:])  # exits (fails the test) on any unknown option
+        assert args.command in handlers
 
 
 def test_one_image_built_from_this_repository() -> None:
@@ -80,30 +113,37 @@ def test_workers_scale_and_size_themselves_from_the_container() -> None:
 
 def test_flower_asks_for_basic_auth(monkeypatch: pytest.MonkeyPatch) -> None:
     flower = SERVICES["flower"]
-    assert variables(flower["environment"]["DISTLOOP_FLOWER_AUTH"]) == {"DISTLOOP_FLOWER_AUTH"}
+    assert variables_in(flower["environment"]["DISTLOOP_FLOWER_AUTH"]) == {"DISTLOOP_FLOWER_AUTH"}
     # The credentials come from the environment, never on the command line (visible in ps).
     assert "--basic-auth" not in flower["command"]
     monkeypatch.setenv("DISTLOOP_FLOWER_AUTH", "admin:s3cret")
     parser, _ = build_parser()
     assert parser.parse_args([str(p) for p in flower["command"][1:]]).basic_auth == "admin:s3cret"
+    assert all(port.startswith("127.0.0.1:") for port in flower["ports"] + SERVICES["redis"]["ports"])
+
+
+def dockerfile() -> list[list[str]]:
+    """The Dockerfile's instructions, split into words (continuation lines joined)."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    return [shlex.split(line) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def test_dockerfile_copies_what_exists_and_runs_an_installed_entry_point() -> None:
-    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    instructions = dockerfile()
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    copies = [shlex.split(line)[1:-1] for line in lines if line.startswith("COPY ")]
+    copies = [words[1:-1] for words in instructions if words[0] == "COPY"]
     assert copies
     for sources in copies:
         for source in sources:
             assert (ROOT / source).exists(), source
-    packages = {src for sources in copies for src in sources}
-    assert {"tasks", "worker", "producer", "pyproject.toml"} <= packages
-    (cmd,) = [line for line in lines if line.startswith(("CMD ", "ENTRYPOINT "))]
-    argv = yaml.safe_load(cmd.split(" ", 1)[1])
-    assert argv[0] in scripts
-    build_parser()[0].parse_args(argv[1:])
-    for name in IMAGE_SERVICES:
-        assert SERVICES[name]["command"][0] in (*scripts, "celery")
+    copied = {src for sources in copies for src in sources}
+    assert {"tasks", "worker", "producer", "pyproject.toml", "README.md", "LICENSE"} <= copied
+    (cmd,) = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")]
+    command = json.loads(cmd.split(" ", 1)[1])
+    assert command[0] in scripts
+    build_parser()[0].parse_args(command[1:])
+    users = [words[1] for words in instructions if words[0] == "USER"]
+    assert users and users[-1] not in ("root", "0")
 
 
 def test_worker_concurrency_follows_a_container_cpu_quota(tmp_path: Path) -> None:
@@ -112,3 +152,83 @@ def test_worker_concurrency_follows_a_container_cpu_quota(tmp_path: Path) -> Non
     assert available_cpus(str(cpu_max)) == min(2, available_cpus(str(tmp_path / "none")))
     cpu_max.write_text("max 100000\n")
     assert available_cpus(str(cpu_max)) == available_cpus(str(tmp_path / "none"))
+
+
+# --- Running the services' own commands, without Docker -------------------------------------
+
+
+def write_script(path: Path, body: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def command_lines() -> dict[int, bytes]:
+    """Every running process's argv, as ``ps`` shows it to any user of the host."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+    return found
+
+
+def first_reply(port: int, *command: str) -> str:
+    """Redis's answer to one command on a fresh connection (redis-py would retry an auth error)."""
+    request = f"*{len(command)}\r\n" + "".join(f"${len(part.encode())}\r\n{part}\r\n" for part in command)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request.encode())
+        return sock.makefile("rb").readline().decode().strip()
+
+
+def pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.mark.integration
+def test_redis_service_script_requires_the_password_and_keeps_it_off_every_command_line(tmp_path: Path) -> None:
+    password = VARS[PASSWORD_VAR]
+    port = free_port()
+    real_server, real_cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    assert real_server and real_cli
+    data, scratch, bin_dir = tmp_path / "data", tmp_path / "tmp", tmp_path / "bin"
+    data.mkdir()
+    scratch.mkdir()
+    # What differs from the container: a free loopback port instead of 6379, a scratch
+    # folder instead of /data, and no persistence (a test leaves nothing behind).
+    write_script(
+        bin_dir / "redis-server",
+        f'exec {real_server} "$@" --port {port} --bind 127.0.0.1 --dir {data} --appendonly no --save ""',
+    )
+    write_script(bin_dir / "redis-cli", f'exec {real_cli} -p {port} "$@"')  # fmt: skip
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(scratch), "HOME": str(tmp_path),
+           **environment("redis", VARS)}  # fmt: skip
+    with open(tmp_path / "redis.log", "ab") as log:
+        process = ManagedProcess("redis service", argv("redis", VARS), env=env, cwd=str(data), log=log)
+    try:
+        client = redis.Redis(port=port, password=password, socket_timeout=5, decode_responses=True)
+        process.wait_for(lambda: pings(client), 30, "answering PING with the password")
+        # exec all the way down: redis-server is the container's main process, so the
+        # SIGTERM of `docker stop` reaches it (and here, stopping it by pid does).
+        assert os.path.realpath(f"/proc/{process.pid}/exe") == os.path.realpath(real_server)
+        assert first_reply(port, "PING").startswith("-NOAUTH")
+        assert first_reply(port, "AUTH", "not-" + password).startswith("-WRONGPASS")
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        leaked = {pid: line for pid, line in command_lines().items() if password.encode() in line}
+        assert not leaked, leaked
+        (config,) = scratch.glob("*/redis.conf")
+        assert config.read_text() == f"requirepass {password}\n"
+        assert (config.stat().st_mode & 0o777, config.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+        check = ["sh", "-c", healthcheck_shell("redis", VARS)]
+        assert subprocess.run(check, env=env, capture_output=True, timeout=30).returncode == 0
+        for wrong in ({"REDISCLI_AUTH": "not-" + password}, {"REDISCLI_AUTH": ""}):
+            assert subprocess.run(check, env={**env, **wrong}, capture_output=True, timeout=30).returncode, wrong
+    finally:
+        process.stop()
+    assert not process.alive()
