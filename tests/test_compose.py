@@ -196,6 +196,10 @@ def test_dockerfile_copies_what_exists_and_runs_an_installed_entry_point() -> No
     build_parser()[0].parse_args(command[1:])
     users = [words[1] for words in instructions if words[0] == "USER"]
     assert users and users[-1] not in ("root", "0")
+    # The flower service runs from this image, and Flower is an optional part of distloop.
+    installs = [words for words in instructions if words[:3] == ["RUN", "pip", "install"]]
+    assert any(".[flower]" in words for words in installs), installs
+    assert "flower" in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
 
 
 def test_dockerfile_constrains_later_installs_to_the_versions_distloop_was_built_with() -> None:
