@@ -31,8 +31,9 @@ class Refusals:
         self._specs: dict[int, ChunkSpec] = {}
         self._refused: dict[int, dict[str, dict[str, Any]]] = {}  # index -> host -> its fatal result
         self._handed: Counter[str] = Counter()  # chunks handed to each host, to spread them
-        # Every chunk of a job names the same function: a host that refused one will likely
-        # refuse the others, and one that ran one can run them. Chosen first: those.
+        # Every chunk of a job names the same function: a host that ran one can run the
+        # others, and one that refused one likely refuses them. Hand-overs go to the
+        # former first, to the latter last (a refusal may have been passing).
         self._refusers: set[str] = set()
         self._served: set[str] = set()
         #: Refusals read from the ledger and not yet handed over (kept if Redis was away).
