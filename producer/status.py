@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from typing import Any
 
 import redis
 
-from distloop.backends.queue import UNACKED_KEY, job_chunk_indices, queue_depth, queue_keys
+from distloop.backends.queue import UNACKED_KEY, job_chunk_indices, job_queues, queue_depth, queue_keys
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import BrokerUnavailable, UsageError
 from distloop.tasks.core.settings import Settings, mask_url
@@ -25,13 +26,15 @@ from distloop.tasks.store.workers import live_workers
 SCAN_LIMIT = 10_000
 
 
-def job_status(store: JobStore, broker: redis.Redis, job_id: str) -> dict[str, Any]:
+def job_status(store: JobStore, broker: redis.Redis, job_id: str, live: Collection[str] = ()) -> dict[str, Any]:
     """One job's progress from its ledger; :class:`UsageError` when Redis has no such job.
 
     Done and running chunks and the broker's messages are read in one transaction
     when the ledger and the queue share a Redis, so a chunk moving on is counted
-    once. Queued counts the job's chunks waiting in the queue, and those a worker
-    has taken (kombu's ``unacked`` hash, with late acks) but not started yet.
+    once. Queued counts the job's chunks waiting in the shared queue or in the own
+    queue of a worker in ``live`` (hostnames, from heartbeats: a chunk another worker
+    refused waits there), and those a worker has taken (kombu's ``unacked`` hash,
+    with late acks) but not started yet.
     """
     meta = store.meta(job_id)
     if meta is None:
@@ -50,8 +53,9 @@ def job_status(store: JobStore, broker: redis.Redis, job_id: str) -> dict[str, A
     same = broker is store.client
     on_broker = pipe if same else broker.pipeline(transaction=True)
     on_broker.hvals(UNACKED_KEY)
-    for key in queue_keys():
-        on_broker.lrange(key, 0, SCAN_LIMIT - 1)
+    for queue in job_queues(live):
+        for key in queue_keys(queue):
+            on_broker.lrange(key, 0, SCAN_LIMIT - 1)
     replies = pipe.execute() if same else pipe.execute() + on_broker.execute()
     done_keys, running, unacked, *pages = replies
     done = {int(k) for k in done_keys}
@@ -77,11 +81,12 @@ def collect(settings: Settings, job_id: str | None) -> dict[str, Any]:
         broker = connect_store(settings.replace(result_url=None)).client
     try:
         now = time.time()
+        live = live_workers(store.client)
         workers = [
             {"host": host, "concurrency": int(info.get("concurrency", 0)), "pid": info.get("pid"),
              "seen_s_ago": round(max(now - float(info.get("at", now)), 0.0), 1),
              "task_events": bool(info.get("events"))}
-            for host, info in sorted(live_workers(store.client).items())
+            for host, info in sorted(live.items())
         ]  # fmt: skip
         status: dict[str, Any] = {
             "broker": mask_url(settings.effective_broker_url),
@@ -90,7 +95,7 @@ def collect(settings: Settings, job_id: str | None) -> dict[str, Any]:
             "queue": {"name": defaults.QUEUE, "depth": queue_depth(broker)},
         }
         if job_id:
-            status["job"] = job_status(store, broker, job_id)
+            status["job"] = job_status(store, broker, job_id, live.keys())
         return status
     except redis.RedisError as exc:
         raise BrokerUnavailable(f"lost Redis at {mask_url(settings.effective_broker_url)}: {exc}") from None

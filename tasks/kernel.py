@@ -250,6 +250,12 @@ def run_chunk(
     return result
 
 
+#: Fatal kinds that say "this worker cannot run the target" (it cannot import it, or is not
+#: allowed to), not "the chunk failed": another worker, with other code or another
+#: allow-list, may run it.
+REFUSALS = ("target", "not_allowed")
+
+
 def run_named_chunk(
     target: str,
     chunk: ChunkSpec,

@@ -61,14 +61,21 @@ class Workers:
         self.tmp = tmp
         self.processes: list[ManagedProcess] = []
 
-    def start(self, concurrency: int = 2, hostname: str | None = None, **kwargs: object) -> ManagedProcess:
+    def start(
+        self, concurrency: int = 2, hostname: str | None = None, cwd: Path = ROOT, **kwargs: object
+    ) -> ManagedProcess:
+        """Start a worker in ``cwd`` (a project folder: what it imports), once it consumes tasks."""
         name = hostname or f"w{len(self.processes)}-{os.getpid()}@%h"
-        log = str(self.tmp / f"worker-{len(self.processes)}.log")
         process = start_worker(
-            self.settings, concurrency=concurrency, hostname=name, cwd=str(ROOT), log_path=log, **kwargs
-        )  # type: ignore[arg-type]
+            self.settings, concurrency=concurrency, hostname=name, cwd=str(cwd),
+            log_path=str(self.log_path(len(self.processes))), **kwargs,
+        )  # type: ignore[arg-type]  # fmt: skip
         self.processes.append(process)
         return process
+
+    def log_path(self, n: int) -> Path:
+        """The log of the ``n``-th worker started."""
+        return self.tmp / f"worker-{n}.log"
 
     def logs(self) -> str:
         return "\n".join(p.read_text() for p in sorted(self.tmp.glob("worker-*.log")))

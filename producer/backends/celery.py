@@ -3,28 +3,33 @@
 Publishing uses one producer connection, batched; results stream back through
 the job ledger (:mod:`distloop.tasks.store.jobs`): workers push finished chunk indices on
 a list that this side pops in bulk, so nothing is polled one task at a time.
+A chunk a worker refused (it cannot import the function, or may not run it) is
+handed to another live worker (:mod:`distloop.backends.refusals`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import redis
 from celery import Celery
+from kombu import Queue
 from kombu.exceptions import OperationalError
 
 from distloop.backends.base import Backend, JobSpec, StoredJob
 from distloop.backends.events import follow_monitors
-from distloop.backends.queue import purge_job
+from distloop.backends.queue import direct_queue, job_queues, purge_job
 from distloop.backends.recovery import LostChunks
+from distloop.backends.refusals import Refusals, is_refusal
 from distloop.backends.watchdog import Watchdog
 from distloop.tasks.app import make_app
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import BrokerUnavailable, UsageError
 from distloop.tasks.core.settings import Settings, mask_url
-from distloop.tasks.kernel import ChunkResult, ChunkSpec
+from distloop.tasks.kernel import REFUSALS, ChunkResult, ChunkSpec
 from distloop.tasks.store.connect import connect_store
 from distloop.tasks.store.jobs import JobStore
 from distloop.tasks.store.workers import live_workers
@@ -56,7 +61,9 @@ class CeleryBackend(Backend):
         self._producer: Any = None
         self._workers = 0
         self._broker: redis.Redis | None = None
-        self._lost: dict[str, LostChunks] = {}  # per open job: the facades keep several open
+        # Per open job: the facades keep several open.
+        self._lost: dict[str, LostChunks] = {}
+        self._refusals: dict[str, Refusals] = {}
         self._watchdog = Watchdog()
 
     @property
@@ -124,19 +131,28 @@ class CeleryBackend(Backend):
         }  # fmt: skip
         self.store.create(job.job_id, meta)
         follow_monitors(self.app, self.settings, live_workers(self.store.client))
-        self._lost[job.job_id] = LostChunks(self.store, self._broker, defaults.QUEUE, job.job_id, meta)
+        self._lost[job.job_id] = LostChunks(self.store, self._broker, job.job_id, meta)
+        self._refusals[job.job_id] = Refusals(job.target)
         if self._producer is None:
             self._producer = self.app.producer_pool.acquire(block=True)
 
     def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
-        assert self.app is not None
         assert self.store is not None
-        limits = time_limits(job.timeout)
+        store = self.store
         plan = [c.to_wire() for c in chunks if c.calls is None]
+        self._refusals[job.job_id].sent(chunks)
+        # The plan first: a producer that dies mid-send leaves no chunk resume cannot place.
+        self._publish(job, chunks, defaults.QUEUE, lambda: store.record_plan(job.job_id, plan))
+
+    def _publish(
+        self, job: JobSpec, chunks: Sequence[ChunkSpec], queue: str | Queue, first: Callable[[], object]
+    ) -> None:
+        """Send ``chunks`` to ``queue`` (a name, or a worker's own queue), after ``first`` (a ledger write)."""
+        assert self.app is not None
+        limits = time_limits(job.timeout)
         while True:
             try:
-                # The plan first: a producer that dies mid-send leaves no chunk resume cannot place.
-                self.store.record_plan(job.job_id, plan)
+                first()
                 # One producer connection; kombu's batch pipelines the publishes to Redis.
                 with self._producer.batch(max_size=max(1, len(chunks))):
                     for chunk in chunks:
@@ -145,7 +161,7 @@ class CeleryBackend(Backend):
                             args=(job.job_id, job.target, chunk.to_wire(), job.reduce, job.on_error),
                             argsrepr=describe_chunk(job, chunk),
                             task_id=f"{job.job_id}-{chunk.index}",
-                            queue=defaults.QUEUE,
+                            queue=queue,
                             producer=self._producer,
                             # Results travel through the ledger: without this Celery subscribes
                             # to a result channel per chunk, and the producer grows with the job.
@@ -174,9 +190,12 @@ class CeleryBackend(Backend):
         if meta is None:
             return None
         done = sorted(self.store.finished_indices(job_id))
-        raw = self.store.results(job_id, done)
+        results = [ChunkResult.from_wire(r) for r in self.store.results(job_id, done) if r is not None]
+        # A refusal is no result: its chunk runs again, on a worker that can run it.
+        refused = [r.index for r in results if is_refusal(r)]
+        self.store.drop_refusals(job_id, refused, REFUSALS)
         plan = {i: ChunkSpec(i, start, stop, step) for i, (start, stop, step) in self.store.plan(job_id).items()}
-        return StoredJob(meta, [ChunkResult.from_wire(r) for r in raw if r is not None], plan)
+        return StoredJob(meta, [r for r in results if not is_refusal(r)], plan)
 
     def lost(self, job: JobSpec, pending: Collection[int]) -> list[int]:
         """Chunks lost with a dead worker or a restarted Redis (see :mod:`distloop.backends.recovery`)."""
@@ -193,18 +212,43 @@ class CeleryBackend(Backend):
         return lost
 
     def wait(self, job: JobSpec, timeout: float) -> list[ChunkResult]:
+        """Results finished since the last call; a refused chunk goes to another worker instead."""
         assert self.store is not None
+        refusals = self._refusals[job.job_id]
         try:
-            indices = self.store.pop_done(job.job_id, timeout)
-            if not indices:
-                return []
+            # With refusals still to hand over (Redis was away), do not block on new results.
+            indices = self.store.pop_done(job.job_id, 0.01 if refusals.backlog else timeout)
             raw = self.store.results(job.job_id, indices)
         except (redis.RedisError, OSError) as exc:
             self._watchdog.unreachable(f"lost the result store: {exc}")
             time.sleep(min(timeout, 1.0))
             return []
         self._watchdog.reached()
-        return [ChunkResult.from_wire(r) for r in raw if r is not None]
+        results = refusals.sort(ChunkResult.from_wire(r) for r in raw if r is not None)
+        if refusals.backlog:
+            results += self._hand_over(job, refusals)
+        return results
+
+    def _hand_over(self, job: JobSpec, refusals: Refusals) -> list[ChunkResult]:
+        """Send each refused chunk to a live worker that has not refused it; the chunks none can run.
+
+        The refusal leaves the ledger before the chunk goes again, so that until the
+        next worker answers the chunk reads as not done (to the lost-chunk finder, to
+        status, to resume).
+        """
+        assert self.store is not None
+        store = self.store
+        try:
+            live = live_workers(store.client).keys()
+        except (redis.RedisError, OSError) as exc:
+            self._watchdog.unreachable(f"lost the result store: {exc}")
+            return []  # the backlog stays for the next call
+        failed, resend = refusals.hand_over(live)
+        for host, chunks in resend.items():
+            indices = [c.index for c in chunks]
+            queue = defaults.QUEUE if host is None else direct_queue(host)
+            self._publish(job, chunks, queue, functools.partial(store.drop_refusals, job.job_id, indices, REFUSALS))
+        return failed
 
     def cancel(self, job: JobSpec, why: str = "stopped") -> None:
         """Stop the job before its end; ``why`` ("failed", "interrupted"...) is what status will say."""
@@ -223,8 +267,9 @@ class CeleryBackend(Backend):
         outcome = {"state": state, "target": job.target, "items": job.meta.get("items")}
         try:
             running = self.store.delete(job.job_id, outcome)
+            refusals = self._refusals.get(job.job_id)
             if self._broker is not None:
-                purge_job(self._broker, defaults.QUEUE, job.job_id)
+                purge_job(self._broker, job_queues(refusals.hosts if refusals else ()), job.job_id)
             if running and self.app is not None:
                 self.app.control.revoke([f"{job.job_id}-{i}" for i in running], terminate=True)
         except (redis.RedisError, OSError, OperationalError):
@@ -234,6 +279,7 @@ class CeleryBackend(Backend):
         # After a cancel the ledger is gone already, and the outcome it wrote stays.
         self._end(job, "done")
         self._lost.pop(job.job_id, None)
+        self._refusals.pop(job.job_id, None)
 
     def close(self) -> None:
         if self._producer is not None:

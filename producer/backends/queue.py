@@ -4,6 +4,9 @@ kombu keeps a queue as one Redis list per priority step: the queue's name for
 priority 0 and ``name + "\\x06\\x16" + step`` for the others. Each entry is a JSON
 message whose ``headers.id`` is the task id (``<job id>-<chunk index>``). A message a
 worker has taken but not acknowledged yet (late acks) waits in the ``unacked`` hash.
+
+Besides the shared queue, each worker consumes its own (Celery's ``worker_direct``,
+``<hostname>.dq2``), where the producer puts a chunk another worker refused.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
+from celery.utils.nodenames import worker_direct
+from kombu import Queue
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from distloop.tasks.core import defaults
@@ -24,6 +29,16 @@ UNACKED_KEY = Channel.unacked_key
 def queue_keys(queue: str = defaults.QUEUE) -> list[str]:
     """The Redis lists that hold ``queue``'s messages, one per priority step."""
     return [f"{queue}{Channel.sep}{step}" if step else queue for step in PRIORITY_STEPS]
+
+
+def direct_queue(host: str) -> Queue:
+    """The queue only the worker called ``host`` consumes (bound as the worker binds it)."""
+    return worker_direct(host)
+
+
+def job_queues(hosts: Iterable[str] = ()) -> list[str]:
+    """The queues that may hold a job's messages: the shared one, and ``hosts``' own."""
+    return [defaults.QUEUE, *(direct_queue(h).name for h in sorted(hosts))]
 
 
 def chunk_index(raw: Any, job_id: str) -> int | None:
@@ -45,19 +60,27 @@ def job_chunk_indices(messages: Iterable[Any], job_id: str) -> set[int]:
     return {i for i in (chunk_index(raw, job_id) for raw in messages) if i is not None}
 
 
-def queued_messages(client: redis.Redis, queue: str, job_id: str) -> Iterator[tuple[str, Any, int]]:
-    """(list key, raw message, chunk index) for each of ``job_id``'s messages still queued."""
-    for key in queue_keys(queue):
-        for raw in client.lrange(key, 0, -1):
+def queued_messages(client: redis.Redis, queues: Iterable[str], job_id: str) -> Iterator[tuple[str, Any, int]]:
+    """(list key, raw message, chunk index) for each of ``job_id``'s messages still in ``queues``.
+
+    One round trip for every list of every queue: a worker's own queue is almost always
+    empty, and there is one per live worker.
+    """
+    keys = [key for queue in queues for key in queue_keys(queue)]
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.lrange(key, 0, -1)
+    for key, page in zip(keys, pipe.execute(), strict=True):
+        for raw in page:
             index = chunk_index(raw, job_id)
             if index is not None:
                 yield key, raw, index
 
 
-def purge_job(client: redis.Redis, queue: str, job_id: str) -> int:
-    """Remove ``job_id``'s queued messages from the broker; how many were removed."""
+def purge_job(client: redis.Redis, queues: Iterable[str], job_id: str) -> int:
+    """Remove ``job_id``'s messages from ``queues``; how many were removed."""
     removed = 0
-    for key, raw, _ in list(queued_messages(client, queue, job_id)):
+    for key, raw, _ in list(queued_messages(client, queues, job_id)):
         removed += int(client.lrem(key, 0, raw))
     return removed
 

@@ -7,7 +7,9 @@ sends it again (a duplicate is harmless: one result per index is kept):
 - its worker died as a whole (SIGKILL, machine gone): the ledger says the chunk
   runs on a host whose heartbeat has expired;
 - its message was taken by a worker that died before it started the chunk: the
-  chunk has been neither queued, nor running, nor done for ORPHAN_GRACE seconds;
+  chunk has been neither queued (in the shared queue, or in a live worker's own
+  queue, where a chunk another worker refused waits), nor running, nor done for
+  ORPHAN_GRACE seconds;
 - Redis restarted without persistence: the job's ledger is gone, and with it
   every queued message and stored result.
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 import redis
 
-from distloop.backends.queue import queued_messages
+from distloop.backends.queue import job_queues, queued_messages
 from distloop.tasks.store.jobs import JobStore
 
 #: Seconds a chunk may be out of the queue without being started before it counts
@@ -31,10 +33,9 @@ ORPHAN_GRACE = 10.0
 class LostChunks:
     """Decides, for one job, which chunks in flight must be sent again."""
 
-    def __init__(self, store: JobStore, broker: redis.Redis, queue: str, job_id: str, meta: dict[str, Any]) -> None:
+    def __init__(self, store: JobStore, broker: redis.Redis, job_id: str, meta: dict[str, Any]) -> None:
         self.store = store
         self.broker = broker
-        self.queue = queue
         self.job_id = job_id
         self.meta = meta
         self._unseen: dict[int, float] = {}  # index -> when first seen nowhere
@@ -54,7 +55,8 @@ class LostChunks:
             return sorted(pending)
         running = self.store.running(self.job_id)
         lost = {i for i in pending if i in running and running[i].get("host") not in alive}
-        queued = {index for _, _, index in queued_messages(self.broker, self.queue, self.job_id)}
+        # A dead worker's own queue is not read: nobody will take a chunk waiting there.
+        queued = {index for _, _, index in queued_messages(self.broker, job_queues(alive), self.job_id)}
         candidates = set(pending) - set(running) - queued
         done = self.store.has_results(self.job_id, candidates)
         now = time.monotonic()

@@ -230,4 +230,7 @@ class Settings:
             "task_send_sent_event": self.task_events,
             "task_track_started": True,
             "task_default_queue": defaults.QUEUE,
+            # Each worker also consumes its own queue (``<hostname>.dq2``): a chunk one worker
+            # refused (its code or allow-list differs) is handed to another by name.
+            "worker_direct": True,
         }

@@ -49,6 +49,25 @@ redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 1
 """
 
+# KEYS: results. ARGV: the refusal kinds joined by ",", then chunk indices. Deletes each
+# index's result only if it is a refusal (a fatal result of one of those kinds), so a
+# result another worker wrote meanwhile stays.
+_DROP_REFUSALS = """
+local kinds = {}
+for kind in string.gmatch(ARGV[1], '[^,]+') do kinds[kind] = true end
+local dropped = 0
+for n = 2, #ARGV do
+  local raw = redis.call('HGET', KEYS[1], ARGV[n])
+  if raw then
+    local ok, result = pcall(cjson.decode, raw)
+    if ok and type(result) == 'table' and type(result.fatal) == 'table' and kinds[result.fatal.kind] then
+      dropped = dropped + redis.call('HDEL', KEYS[1], ARGV[n])
+    end
+  end
+end
+return dropped
+"""
+
 
 def _keys(job_id: str) -> tuple[str, str, str, str]:
     base = PREFIX + job_id
@@ -114,6 +133,17 @@ class JobStore:
         """
         keys = _keys(job_id)
         return bool(self.client.eval(_PUT_RESULT, 4, *keys, str(index), json.dumps(result), self.expires))
+
+    def drop_refusals(self, job_id: str, indices: Collection[int], kinds: Collection[str]) -> int:
+        """Forget the stored results of ``indices`` that are refusals (fatal, of one of ``kinds``).
+
+        A chunk handed to another worker then reads as not done until that worker
+        answers: to the lost-chunk finder, to ``distloop status``, and to resume.
+        """
+        if not indices:
+            return 0
+        keys = _keys(job_id)
+        return int(self.client.eval(_DROP_REFUSALS, 1, keys[1], ",".join(kinds), *map(str, indices)))
 
     def pop_done(self, job_id: str, timeout: float, most: int = 1000) -> list[int]:
         """Chunk indices finished since the last call; waits up to ``timeout`` for the first."""
