@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -122,15 +123,20 @@ def format_table(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
+def require_matplotlib() -> None:
+    """Raise :class:`UsageError` with the install line when matplotlib (for ``--plot``) is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib: pip install 'distloop[plot]'")
+
+
 def plot(report: BenchReport, path: str) -> None:
     """Speedup per backend against the ideal (one per worker), as a PNG."""
-    try:
-        import matplotlib
+    require_matplotlib()
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'distloop[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     names = list(report.runs)
     fig, ax = plt.subplots(figsize=(7, 4))
     speedups = [report.runs[n].speedup for n in names]

@@ -43,3 +43,17 @@ def test_bench_table_names_every_backend() -> None:
     assert lines[1].split()[:4] == ["backend", "workers", "wall", "s"]
     assert [line.split()[0] for line in lines[2:4]] == ["serial", "thread"]
     assert "identical results: yes" in done.stdout
+
+
+def test_plot_without_matplotlib_is_refused_before_the_benchmark_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    import distloop.cli.bench
+    from distloop.cli.main import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    ran: list[object] = []
+    monkeypatch.setattr(distloop.cli.bench, "run_bench", lambda *a, **k: ran.append(a))
+    code = main(["bench", "distloop.tasks.demo:square", "--range", "0:10", "--backends", "serial", "--plot", "x.png"])
+    assert code == 2 and ran == []

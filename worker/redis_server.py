@@ -64,7 +64,7 @@ def start_redis(
     binary = shutil.which("redis-server")
     if binary is None:
         raise BrokerUnavailable(
-            "redis-server is not installed: run `make run` (it installs it) or apt-get install redis-server"
+            "redis-server is not installed: apt-get install redis-server (in a clone, `make run` installs it)"
         )
     if password == "generate":
         password = secrets.token_hex(16)

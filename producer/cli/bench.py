@@ -11,7 +11,7 @@ import json
 import sys
 
 from distloop.backends import BACKEND_NAMES
-from distloop.bench import format_table, plot, run_bench
+from distloop.bench import format_table, plot, require_matplotlib, run_bench
 from distloop.ranges import parse_range
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import REDUCERS
@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     items = parse_range(args.range_text)
+    if args.plot:
+        require_matplotlib()  # before the benchmark runs, not after
     backends = args.backends
     report = run_bench(
         args.target, items, backends, settings=Settings.from_env(broker_url=args.broker), workers=args.workers,
