@@ -77,6 +77,7 @@ def assert_handed_over(workers: Workers, project: Path, capable: str, refuser_lo
     assert report["hosts"] == {capable: {"chunks": ITEMS, "items": ITEMS}}
     # The other worker did take chunks, and refused them: the hand-over happened.
     log = refuser_log.read_text()
+    print(f"\nhosts {report['hosts']}; chunks refused by the other worker first: {log.count('refused chunk')}")
     assert "refused chunk" in log and reason in log, log
 
 
@@ -105,6 +106,7 @@ def test_no_live_worker_can_run_it_fails_fast_naming_each_host(workers: Workers,
     assert code == 2 and seconds < 30, (code, seconds, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
+    print(f"\nnobody can, {seconds:.1f} s: {lines[0]}")
     assert f"no live worker can run {TARGET}: " in lines[0]
     assert f"{older_host}: {MISSING}" in lines[0] and f"{strict_host}: {NOT_ALLOWED}" in lines[0], lines[0]
     # One worker left, which refuses: the job fails at once, and names it.
