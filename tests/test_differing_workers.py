@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from celery.utils.nodenames import worker_direct
 
 from distloop import CeleryExecutor, Pool
 from distloop.backends import recovery
-from distloop.backends.queue import direct_queue
 from distloop.backends.recovery import LostChunks
 from distloop.backends.refusals import Refusals
 from distloop.resume import resume_job
@@ -156,7 +156,7 @@ def test_a_chunk_in_a_live_workers_own_queue_is_queued_not_lost(
     store.create("directjob", {"target": "distloop.tasks.demo:square", "chunks": 1})
     announce(client, "b@vm", 1)
     message = {"headers": {"id": "directjob-0"}, "body": ""}
-    client.lpush(direct_queue("b@vm").name, json.dumps(message))
+    client.lpush(worker_direct("b@vm").name, json.dumps(message))
     monkeypatch.setattr(recovery, "ORPHAN_GRACE", 0.0)
     finder = LostChunks(store, client, "directjob", {})
     assert finder.find([0], ["b@vm"]) == []

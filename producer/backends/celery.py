@@ -16,12 +16,13 @@ from typing import Any
 
 import redis
 from celery import Celery
+from celery.utils.nodenames import worker_direct
 from kombu import Queue
 from kombu.exceptions import OperationalError
 
 from distloop.backends.base import Backend, JobSpec, StoredJob
 from distloop.backends.events import follow_monitors
-from distloop.backends.queue import direct_queue, job_queues, purge_job
+from distloop.backends.queue import job_queues, purge_job
 from distloop.backends.recovery import LostChunks
 from distloop.backends.refusals import Refusals, is_refusal
 from distloop.backends.watchdog import Watchdog
@@ -29,7 +30,7 @@ from distloop.tasks.app import make_app
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import BrokerUnavailable, UsageError
 from distloop.tasks.core.settings import Settings, mask_url
-from distloop.tasks.kernel import REFUSALS, ChunkResult, ChunkSpec
+from distloop.tasks.kernel import ChunkResult, ChunkSpec
 from distloop.tasks.store.connect import connect_store
 from distloop.tasks.store.jobs import JobStore
 from distloop.tasks.store.workers import live_workers
@@ -193,7 +194,7 @@ class CeleryBackend(Backend):
         results = [ChunkResult.from_wire(r) for r in self.store.results(job_id, done) if r is not None]
         # A refusal is no result: its chunk runs again, on a worker that can run it.
         refused = [r.index for r in results if is_refusal(r)]
-        self.store.drop_refusals(job_id, refused, REFUSALS)
+        self.store.drop_refusals(job_id, refused)
         plan = {i: ChunkSpec(i, start, stop, step) for i, (start, stop, step) in self.store.plan(job_id).items()}
         return StoredJob(meta, [r for r in results if not is_refusal(r)], plan)
 
@@ -246,8 +247,8 @@ class CeleryBackend(Backend):
         failed, resend = refusals.hand_over(live)
         for host, chunks in resend.items():
             indices = [c.index for c in chunks]
-            queue = defaults.QUEUE if host is None else direct_queue(host)
-            self._publish(job, chunks, queue, functools.partial(store.drop_refusals, job.job_id, indices, REFUSALS))
+            queue = defaults.QUEUE if host is None else worker_direct(host)
+            self._publish(job, chunks, queue, functools.partial(store.drop_refusals, job.job_id, indices))
         return failed
 
     def cancel(self, job: JobSpec, why: str = "stopped") -> None:

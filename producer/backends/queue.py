@@ -17,7 +17,6 @@ from typing import Any
 
 import redis
 from celery.utils.nodenames import worker_direct
-from kombu import Queue
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from distloop.tasks.core import defaults
@@ -31,14 +30,9 @@ def queue_keys(queue: str = defaults.QUEUE) -> list[str]:
     return [f"{queue}{Channel.sep}{step}" if step else queue for step in PRIORITY_STEPS]
 
 
-def direct_queue(host: str) -> Queue:
-    """The queue only the worker called ``host`` consumes (bound as the worker binds it)."""
-    return worker_direct(host)
-
-
 def job_queues(hosts: Iterable[str] = ()) -> list[str]:
     """The queues that may hold a job's messages: the shared one, and ``hosts``' own."""
-    return [defaults.QUEUE, *(direct_queue(h).name for h in sorted(hosts))]
+    return [defaults.QUEUE, *(worker_direct(h).name for h in sorted(hosts))]
 
 
 def chunk_index(raw: Any, job_id: str) -> int | None:

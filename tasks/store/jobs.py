@@ -27,6 +27,8 @@ from typing import Any
 
 import redis
 
+from distloop.tasks.kernel import REFUSALS
+
 PREFIX = "distloop:job:"
 ALLOW_KEY = "distloop:allow"
 
@@ -93,6 +95,10 @@ class JobStore:
     def __init__(self, client: redis.Redis, expires: int) -> None:
         self.client = client
         self.expires = expires
+        # redis-py's registered scripts: EVALSHA, loading the script again after a Redis restart.
+        self._mark_started = client.register_script(_MARK_STARTED)
+        self._put_result = client.register_script(_PUT_RESULT)
+        self._drop_refusals = client.register_script(_DROP_REFUSALS)
 
     def create(self, job_id: str, meta: dict[str, Any]) -> None:
         meta_key = _keys(job_id)[0]
@@ -118,7 +124,7 @@ class JobStore:
         """Record that ``host`` runs chunk ``index``; False if the job is gone (cancelled)."""
         meta_key, _, _, running_key = _keys(job_id)
         entry = json.dumps({"host": host, "at": time.time()})
-        return bool(self.client.eval(_MARK_STARTED, 2, meta_key, running_key, str(index), entry, self.expires))
+        return bool(self._mark_started([meta_key, running_key], [str(index), entry, self.expires]))
 
     def running(self, job_id: str) -> dict[int, dict[str, Any]]:
         """Chunks a worker has started and not finished: index -> {"host", "at"}."""
@@ -132,18 +138,17 @@ class JobStore:
         cancelled or collected leaves nothing behind in Redis.
         """
         keys = _keys(job_id)
-        return bool(self.client.eval(_PUT_RESULT, 4, *keys, str(index), json.dumps(result), self.expires))
+        return bool(self._put_result(list(keys), [str(index), json.dumps(result), self.expires]))
 
-    def drop_refusals(self, job_id: str, indices: Collection[int], kinds: Collection[str]) -> int:
-        """Forget the stored results of ``indices`` that are refusals (fatal, of one of ``kinds``).
+    def drop_refusals(self, job_id: str, indices: Collection[int]) -> int:
+        """Forget the stored results of ``indices`` that are refusals (fatal, of a kind in :data:`REFUSALS`).
 
         A chunk handed to another worker then reads as not done until that worker
         answers: to the lost-chunk finder, to ``distloop status``, and to resume.
         """
         if not indices:
             return 0
-        keys = _keys(job_id)
-        return int(self.client.eval(_DROP_REFUSALS, 1, keys[1], ",".join(kinds), *map(str, indices)))
+        return int(self._drop_refusals([_keys(job_id)[1]], [",".join(REFUSALS), *map(str, indices)]))
 
     def pop_done(self, job_id: str, timeout: float, most: int = 1000) -> list[int]:
         """Chunk indices finished since the last call; waits up to ``timeout`` for the first."""
