@@ -74,6 +74,12 @@ CASES = [
         2,
         "argument --backends: 'serial,gpu': choose from celery, process, thread, serial",
     ),
+    Case(
+        "unknown worker log level",
+        ("worker", "--loglevel", "loud"),
+        2,
+        "argument --loglevel: invalid choice: 'loud' (choose from 'debug', 'info', 'warning', 'error', 'critical')",
+    ),
     Case("chunk size 0", (*SQUARE, "--range", "3", "--chunk-size", "0"), 2, "--chunk-size must be at least 1"),
     Case("chunk size not a number", (*SQUARE, "--range", "3", "--chunk-size", "big"), 2, "--chunk-size"),
     Case(

@@ -19,6 +19,8 @@ from distloop.tasks.store.connect import connect_store
 from distloop.worker.celery_worker import available_cpus, worker_argv, worker_env
 
 NAME = "worker"
+#: Celery's log levels (celery worker -l).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, help="worker processes (default: CPUs available to this host)")
     parser.add_argument("--hostname", help="worker name, as Celery's -n (default: distloop@<host name>)")
     parser.add_argument("--allow", help="comma-separated modules whose functions may run (adds to DISTLOOP_ALLOW)")
-    parser.add_argument("--loglevel", default="warning", help="Celery log level (default warning)")
+    parser.add_argument("--loglevel", default="warning", choices=LOG_LEVELS, help="Celery log level (default warning)")
 
 
 def worker_settings(args: argparse.Namespace) -> Settings:
