@@ -20,7 +20,7 @@ from distloop.tasks.core.errors import CallFailed, RemoteTraceback, ResultNotSer
 from distloop.tasks.targets import target_of
 
 #: What the error for a value that cannot travel adds.
-TYPES_HINT = "arguments and results may be None, bool, int, float, str, and lists, tuples and str-keyed dicts of these"
+TYPES_HINT = codec.WHAT_TRAVELS
 
 
 def name_of(fn: Callable[..., Any]) -> str:
