@@ -144,11 +144,15 @@ def _encode_dict(value: dict[Any, Any], depth: int) -> Any:
         if type(key) is not str:
             return {_MAP: [[_encode(k, depth), _encode(v, depth)] for k, v in value.items()]}
         out[key] = _encode(item, depth)
-    if len(out) == 1 and next(iter(out)) in TAGS:
+    if _tag_shaped(out):
         return {_DICT: out}
     if len(out) == 2 and "__type__" in out and "__value__" in out:  # kombu's decoder would take it
         return {_MAP: [[k, v] for k, v in out.items()]}
     return out
+
+
+def _tag_shaped(value: dict[str, Any]) -> bool:
+    return len(value) == 1 and next(iter(value)) in TAGS
 
 
 def _encode_tz(tz: dt.tzinfo | None) -> Any:
@@ -328,7 +332,7 @@ TAGS = frozenset(_DECODERS)
 
 def to_json(value: Any) -> str:
     """``value`` as JSON text for people and tools: lists, tuples (as lists) and str-keyed dicts as
-    themselves, every other value in its tagged form (as above: :func:`decode` reads it back)."""
+    themselves, every other value in its tagged form (:func:`decode` reads it back, tuples as lists)."""
     return json.dumps(_plain(value, 0))
 
 
@@ -338,6 +342,6 @@ def _plain(value: Any, depth: int) -> Any:
         return value
     if cls in (list, tuple) and depth < MAX_DEPTH:
         return [_plain(v, depth + 1) for v in value]
-    if cls is dict and depth < MAX_DEPTH and all(type(k) is str for k in value):
+    if cls is dict and depth < MAX_DEPTH and all(type(k) is str for k in value) and not _tag_shaped(value):
         return {k: _plain(v, depth + 1) for k, v in value.items()}
     return _encode(value, depth)

@@ -26,8 +26,9 @@ from distloop.tasks.core.codec import DecodeError, NotJSONable, type_name
 #: timedelta64, fixed-width bytes and unicode strings.
 KINDS = frozenset("biufcmMSU")
 
-# What dtype.str looks like for those kinds: byte order, kind, item size, datetime unit.
-_DTYPE = re.compile(r"[<>|=][biufcmMSU][0-9]{1,5}(\[[0-9]{0,9}[a-zA-Z]{1,3}\])?")
+# What dtype.str looks like for those kinds: byte order, kind, item size, datetime unit; or byte
+# order and a numeric type's character code, for the types that share a layout (longlong, int64).
+_DTYPE = re.compile(r"[<>|=]([biufcmMSU][0-9]{1,5}(\[[0-9]{0,9}[a-zA-Z]{1,3}\])?|[?bBhHiIlLqQefdgFDG])")
 _MAX_DIMS = 64  # numpy's own limit
 
 
@@ -39,11 +40,11 @@ def encode(value: Any) -> Any:
     if isinstance(value, np.generic):
         if type(value) is not dtype.type:  # a subclass of a numpy scalar type
             raise NotJSONable(type_name(value))
-        return {"__numpy__": [dtype.str, _b64(value.tobytes())]}
+        return {"__numpy__": [_dtype_text(dtype), _b64(value.tobytes())]}
     if type(value) is not np.ndarray:  # np.matrix, masked arrays, memmaps: subclasses
         raise NotJSONable(type_name(value))
     order = "F" if value.ndim > 1 and value.flags.f_contiguous and not value.flags.c_contiguous else "C"
-    return {"__ndarray__": [dtype.str, list(value.shape), order, _b64(value.tobytes(order=order))]}
+    return {"__ndarray__": [_dtype_text(dtype), list(value.shape), order, _b64(value.tobytes(order=order))]}
 
 
 def decode(payload: Any, scalar: bool) -> Any:
@@ -69,6 +70,12 @@ def decode(payload: Any, scalar: bool) -> Any:
         raise DecodeError(f"an array of shape {tuple(shape)} and dtype {dtype} does not hold {len(raw)} bytes")
     # A writable copy (frombuffer over bytes is read-only), as a local call would return.
     return np.frombuffer(bytearray(raw), dtype).reshape(shape, order=order)
+
+
+def _dtype_text(dtype: np.dtype[Any]) -> str:
+    """``dtype.str`` ("<f8"); its character code where that names another type (np.longlong is not int64)."""
+    text = dtype.str
+    return text if np.dtype(text).type is dtype.type else text[0] + dtype.char
 
 
 def _dtype(text: Any) -> np.dtype[Any]:
