@@ -44,7 +44,11 @@ def encode(value: Any) -> Any:
     if type(value) is not np.ndarray:  # np.matrix, masked arrays, memmaps: subclasses
         raise NotJSONable(type_name(value))
     order = "F" if value.ndim > 1 and value.flags.f_contiguous and not value.flags.c_contiguous else "C"
-    return {"__ndarray__": [_dtype_text(dtype), list(value.shape), order, _b64(value.tobytes(order=order))]}
+    # The bytes in that order without a copy where they already lie so (a Fortran array's
+    # transpose is C-contiguous), as unsigned bytes, which every dtype can be viewed as.
+    data = np.ascontiguousarray(value.T if order == "F" else value)
+    raw = data.reshape(-1).view(np.uint8)
+    return {"__ndarray__": [_dtype_text(dtype), list(value.shape), order, _b64(raw)]}
 
 
 def decode(payload: Any, scalar: bool) -> Any:
@@ -87,7 +91,7 @@ def _dtype(text: Any) -> np.dtype[Any]:
     return dtype
 
 
-def _b64(data: bytes) -> str:
+def _b64(data: Any) -> str:
     return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
