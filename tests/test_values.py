@@ -107,8 +107,8 @@ def test_value_travels_as_result_and_argument_from_a_user_project(project: Path,
     expected = samples()[name]
     position = list(samples()).index(name)
     outputs = api_outputs(project, backend)
-    expected_paths = {"run_loop results", "run_loop arguments", "CeleryExecutor.map",
-                      "CeleryExecutor.submit results", "Pool.map"} | ({"joblib"} if backend == "celery" else set())  # fmt: skip
+    expected_paths = {"run_loop results", "run_loop arguments", "CeleryExecutor.map", "CeleryExecutor.submit results",
+                      "Pool.map"} | ({"joblib"} if backend == "celery" else set())  # fmt: skip
     assert set(outputs) == expected_paths
     for path, values in outputs.items():
         assert same(expected, values[position]), f"{path} on {backend}: {expected!r} came back as {values[position]!r}"

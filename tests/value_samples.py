@@ -19,7 +19,7 @@ try:
 except ImportError:  # numpy is optional: its rows are skipped, with the reason
     np = None  # type: ignore[assignment]
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 NAMED = dt.timezone(dt.timedelta(hours=-3, minutes=-15, microseconds=7), "Somewhere")
 
@@ -67,10 +67,20 @@ def numpy_samples() -> dict[str, Any]:
     grid = np.arange(24, dtype=np.int32).reshape(2, 3, 4)
     return {
         "numpy float64 scalar": np.float64(0.1),
-        "numpy scalars of every kind": [np.bool_(True), np.int8(-5), np.uint64(2**64 - 1), np.float16(1.5),
-                                        np.float32(-0.0), np.complex64(1 - 2j), np.longlong(7)],  # fmt: skip
-        "numpy datetime64 and timedelta64 scalars": [np.datetime64("2024-01-02T03:04:05.123456789"),
-                                                     np.datetime64("NaT"), np.timedelta64(-5, "ms")],  # fmt: skip
+        "numpy scalars of every kind": [
+            np.bool_(True),
+            np.int8(-5),
+            np.uint64(2**64 - 1),
+            np.float16(1.5),
+            np.float32(-0.0),
+            np.complex64(1 - 2j),
+            np.longlong(7),
+        ],
+        "numpy datetime64 and timedelta64 scalars": [
+            np.datetime64("2024-01-02T03:04:05.123456789"),
+            np.datetime64("NaT"),
+            np.timedelta64(-5, "ms"),
+        ],
         "numpy str_ and bytes_ scalars": [np.str_("naïve ☃"), np.bytes_(b"\x00ab")],
         "numpy float64 array": np.linspace(0, 1, 7),
         "numpy NaN payloads": nan_payload,

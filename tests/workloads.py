@@ -141,3 +141,10 @@ def too_deep(i: int) -> list[object]:
 def big_int(i: int) -> int:
     """An int of 5,001 digits: more than Python writes in decimal by default (4,300)."""
     return 10**5000 + i
+
+
+def million_floats(seed: int) -> object:
+    """A 10**6-element float64 array (8 MB): what ``make perf`` times through the celery backend."""
+    import numpy as np
+
+    return np.random.default_rng(seed).random(10**6)
