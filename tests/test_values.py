@@ -156,6 +156,9 @@ def test_over_deep_values_are_refused_at_their_item_and_nothing_breaks(broker: s
         assert pool.map(workloads.echo, [1, 2]) == [1, 2]
     with pytest.raises(ChunkFailed, match=r"result of f\(0\): a value nested more than 100 containers deep"):
         run_loop(workloads.too_deep, range(3), settings=settings_of(broker))
+    with pytest.raises(ResultNotSerializable, match=r"cannot send item 1 \(\[\[\[.*nested more than 100 containers"):
+        run_loop(workloads.echo, [1, DEEP], settings=settings_of(broker))
+    assert run_loop(workloads.echo, [BIG, (1, 2)], settings=settings_of(broker)) == [BIG, (1, 2)]
 
 
 def test_cli_prints_big_ints_tagged_and_never_hangs(broker: str) -> None:
