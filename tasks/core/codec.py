@@ -108,7 +108,8 @@ def encode(value: Any) -> Any:
 def encode_all(values: Any) -> list[Any]:
     """``[encode(v) for v in values]``, without a call per plain scalar (the common case)."""
     plain, low, high = _PLAIN, _INT_LOW, _INT_HIGH
-    return [v if (t := type(v)) in plain or (t is int and low <= v < high) else _encode(v, 0) for v in values]
+    # Ints first: the most common result of a cheap item, where this loop's cost shows.
+    return [v if ((t := type(v)) is int and low <= v < high) or t in plain else _encode(v, 0) for v in values]
 
 
 def _encode(value: Any, depth: int) -> Any:
