@@ -85,7 +85,7 @@ class CallPlanner(ChunkPlanner):
 
     def _call(self, n: int) -> list[Any]:
         try:
-            return [codec.encode([self.values[n]]), {}]
+            return codec.encode_call([self.values[n]], {})
         except codec.NotJSONable as exc:  # named by its item, as the facades name a call
             value = reprlib.repr(self.values[n])
             raise ResultNotSerializable(f"cannot send item {n} ({value}): {exc}; {codec.WHAT_TRAVELS}") from None

@@ -5,8 +5,10 @@ a 10**6-element float64 array costs at most twice its bytes on the wire."""
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import enum
 import json
+import pickle
 import sys
 import uuid
 import zoneinfo
@@ -107,6 +109,27 @@ def test_depth_limit_is_exact_and_its_error_is_its_own() -> None:
     with pytest.raises(codec.TooDeep):
         codec.encode({"k": deep_tuple})
     assert issubclass(codec.TooDeep, codec.NotJSONable)  # the kernel's refusal path catches it
+    assert str(pickle.loads(pickle.dumps(codec.TooDeep()))) == str(codec.TooDeep())  # the process backend
+
+
+def deepest(kind: str) -> Any:
+    """A value exactly MAX_DEPTH containers deep, of tuples, or of int-keyed dicts (the costliest tags)."""
+    value: Any = decimal.Decimal("1.5")  # a tagged value at the bottom
+    for _ in range(codec.MAX_DEPTH):
+        value = (value,) if kind == "tuples" else {0: value}
+    return value
+
+
+@pytest.mark.parametrize("kind", ["tuples", "int-keyed dicts"])
+def test_the_deepest_value_that_travels_round_trips_as_value_and_as_argument(kind: str) -> None:
+    value = deepest(kind)
+    assert codec.decode(kombu_json.loads(kombu_json.dumps(codec.encode(value)))) == value
+    by_position = kombu_json.loads(kombu_json.dumps(codec.encode_call([value], {})))
+    by_name = kombu_json.loads(kombu_json.dumps(codec.encode_call([], {"value": value})))
+    result = run_chunk(workloads.echo, ChunkSpec(0, calls=[by_position, by_name]))
+    assert not result.errors and result.values == [codec.encode(value)] * 2
+    with pytest.raises(codec.TooDeep):
+        codec.encode_call([[value]], {})
 
 
 def test_over_deep_result_is_its_own_item_error_not_a_recursion_error() -> None:

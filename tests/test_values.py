@@ -120,6 +120,22 @@ def test_value_travels_as_result_and_argument_from_a_user_project(project: Path,
 # --- big ints and over-deep values: travel, or a clear error at their item; nothing breaks --------
 
 BIG = 10**5000 + 1
+
+
+def nest_tuples(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = (value,)
+    return value
+
+
+def nest_maps(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {0: value}
+    return value
+
+
 DEEP = workloads.nested(500)
 
 
@@ -150,6 +166,8 @@ def test_over_deep_values_are_refused_at_their_item_and_nothing_breaks(broker: s
         with pytest.raises(ResultNotSerializable, match=r"result of tests\.workloads:too_deep\(4\): a value nested"):
             ex.submit(workloads.too_deep, 4).result(timeout=60)
         assert ex.submit(workloads.echo, BIG).result(timeout=60) == BIG  # the executor still works
+        for deepest in (nest_tuples(codec.MAX_DEPTH), nest_maps(codec.MAX_DEPTH)):  # on a worker's stack too
+            assert ex.submit(workloads.echo, deepest).result(timeout=60) == deepest
     with Pool(broker=broker) as pool:
         with pytest.raises(ResultNotSerializable, match="nested more than 100 containers deep"):
             pool.map(workloads.echo, [DEEP])

@@ -71,7 +71,7 @@ def call_error(error: dict[str, Any], call: str) -> Exception:
 
 def encode_call(target: str, args: Sequence[Any], kwargs: dict[str, Any], position: int) -> list[Any]:
     try:
-        return [codec.encode(list(args)), codec.encode(dict(kwargs))]
+        return codec.encode_call(args, dict(kwargs))
     except codec.NotJSONable as exc:
         raise ResultNotSerializable(
             f"cannot send {describe(target, args, kwargs)} (item {position}): {exc}; {TYPES_HINT}"

@@ -43,7 +43,7 @@ import datetime as dt
 import json
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -81,7 +81,7 @@ class NotJSONable(TypeError):
 class TooDeep(NotJSONable):
     """A value nested more than :data:`MAX_DEPTH` containers deep."""
 
-    def __init__(self) -> None:
+    def __init__(self, *_: object) -> None:  # (pickle passes the message back)
         self.type_name = f"value nested more than {MAX_DEPTH} deep"
         TypeError.__init__(self, f"a value nested more than {MAX_DEPTH} containers deep cannot travel")
 
@@ -103,6 +103,11 @@ def type_name(value: Any) -> str:
 def encode(value: Any) -> Any:
     """Return a JSON-ready form of ``value`` that :func:`decode` turns back into it."""
     return _encode(value, 0)
+
+
+def encode_call(args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any]:
+    """A call's ``[args, kwargs]``, encoded; each argument may nest :data:`MAX_DEPTH` deep itself."""
+    return [[_encode(a, 0) for a in args], _encode_dict(kwargs, 0)]
 
 
 def encode_all(values: Any) -> list[Any]:
@@ -218,7 +223,9 @@ def _decode(value: Any, depth: int) -> Any:
     cls = type(value)
     if cls in _SCALARS:
         return value
-    if depth > MAX_DEPTH:  # encode never writes it: bound the recursion on what arrives
+    # Encode never writes it: bound the recursion on what arrives. Two levels more than a value
+    # may have: a call's argument list around it, and a tagged scalar (a Decimal) at its bottom.
+    if depth > MAX_DEPTH + 2:
         raise DecodeError(f"nested more than {MAX_DEPTH} containers deep")
     if cls is list:
         return [_decode(v, depth + 1) for v in value]
@@ -255,10 +262,10 @@ def _unb64(payload: Any) -> bytes:
 
 
 def _decode_map(payload: Any, depth: int) -> dict[Any, Any]:
-    pairs = _items(payload, depth)
-    if any(type(p) is not list or len(p) != 2 for p in pairs):
-        raise DecodeError("a map's entries are [key, value] pairs")
-    return {k: v for k, v in pairs}  # an unhashable key is a DecodeError
+    if type(payload) is not list or any(type(p) is not list or len(p) != 2 for p in payload):
+        raise DecodeError("a map is a list of [key, value] pairs")
+    # The pair is no level of the value's own (encode does not count it either).
+    return {_decode(k, depth): _decode(v, depth) for k, v in payload}  # an unhashable key is a DecodeError
 
 
 def _decode_tz(payload: Any) -> dt.timezone | None:
