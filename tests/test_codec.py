@@ -9,6 +9,7 @@ import decimal
 import enum
 import json
 import pickle
+import subprocess
 import sys
 import uuid
 import zoneinfo
@@ -210,3 +211,16 @@ def test_million_float64_array_costs_at_most_twice_its_bytes_as_argument(redis_s
     app.close()
     assert message is not None and len(message) <= 2 * array.nbytes, f"{len(message) / array.nbytes:.2f}x"
     assert json.loads(message)["properties"]["body_encoding"] == "utf-8"
+
+
+def test_a_numpy_value_where_numpy_is_missing_is_a_clear_decode_error() -> None:
+    """A worker without numpy gets an array argument: a DecodeError saying so (the item fails)."""
+    wire = json.dumps({"__ndarray__": ["<f8", [1], "C", "AAAAAAAA8D8="]})
+    script = (
+        "import sys, json; sys.modules['numpy'] = None\n"  # as if numpy were not installed
+        "from distloop.tasks.core import codec\n"
+        f"try:\n    codec.decode(json.loads({wire!r}))\nexcept codec.DecodeError as e:\n    print(e)\n"
+        "print(codec.decode(codec.encode({1, 2})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["a numpy value arrived, but numpy is not installed here", "{1, 2}"], done.stderr
