@@ -179,6 +179,9 @@ def test_to_json_writes_json_types_as_themselves_and_tags_the_rest() -> None:
     data = json.loads(text)
     assert data[:2] == [[1, 2], {"a": [3]}]  # as the CLI always wrote them
     assert codec.decode(data[2:]) == [{1, 2}, b"x", 10**5000]
+    if np is not None:  # numpy's numbers read as numbers (np.mean's result); arrays stay exact
+        assert json.loads(codec.to_json([np.float64(0.5), np.int64(-3), np.bool_(True)])) == [0.5, -3, True]
+        assert codec.decode(json.loads(codec.to_json(np.arange(3)))).tolist() == [0, 1, 2]
 
 
 # --- the size of a million float64s on the wire -------------------------------------------------

@@ -340,7 +340,8 @@ TAGS = frozenset(_DECODERS)
 
 def to_json(value: Any) -> str:
     """``value`` as JSON text for people and tools: lists, tuples (as lists) and str-keyed dicts as
-    themselves, every other value in its tagged form (:func:`decode` reads it back, tuples as lists)."""
+    themselves, numpy bools, ints and floats as JSON's, every other value in its tagged form
+    (:func:`decode` reads it back, tuples as lists)."""
     return json.dumps(_plain(value, 0))
 
 
@@ -352,4 +353,13 @@ def _plain(value: Any, depth: int) -> Any:
         return [_plain(v, depth + 1) for v in value]
     if cls is dict and depth < MAX_DEPTH and all(type(k) is str for k in value) and not _tag_shaped(value):
         return {k: _plain(v, depth + 1) for k, v in value.items()}
+    if _numpy_number(value):  # np.mean's result reads as a number
+        return _plain(value.item(), depth)
     return _encode(value, depth)
+
+
+def _numpy_number(value: Any) -> bool:
+    """A numpy bool, int or float (not a subclass) that ``.item()`` turns into Python's own exactly."""
+    numpy = sys.modules.get("numpy")
+    kinds = numpy.bool_ | numpy.integer | numpy.floating if numpy is not None else ()
+    return bool(kinds) and isinstance(value, kinds) and value.dtype.itemsize <= 8 and type(value) is value.dtype.type
