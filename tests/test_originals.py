@@ -106,15 +106,27 @@ FILES = {
         import joblib
 
         import distloop
-        from myproject.failing import MyError, fail
+        from myproject.failing import MyError
+        from myproject.failing import fail as fail_in_project
         from otherlib import Hidden
+
+
+        class ScriptError(Exception):
+            pass
+
+
+        def script_fail(case):
+            if case == "ok":
+                return case
+            raise ScriptError(case, 1)
+
 
         EXPECT = {  # the class `except` must catch
             "RuntimeError(123)": RuntimeError, "ValueError('x', 2)": ValueError, "KeyError('k')": KeyError,
             "FileNotFoundError": FileNotFoundError, "PermissionError": PermissionError, "MyError": MyError,
             "Hidden": distloop.CallFailed, "args not JSON": ValueError, "Wrapped": distloop.CallFailed,
             "NeedsTwo": distloop.CallFailed, "SystemExit": distloop.CallFailed,
-            "KeyboardInterrupt": distloop.CallFailed,
+            "KeyboardInterrupt": distloop.CallFailed, "ScriptError": ScriptError,
         }
 
 
@@ -146,6 +158,7 @@ FILES = {
             distloop.register_joblib()
             with distloop.CeleryExecutor() as executor, distloop.Pool() as pool:
                 for case in EXPECT:
+                    fail = script_fail if case == "ScriptError" else fail_in_project
                     out[case] = {
                         "executor submit": caught(case, lambda: executor.submit(fail, case).result(timeout=60)),
                         "executor map": caught(case, lambda: list(executor.map(fail, ["ok", case]))),
@@ -180,6 +193,8 @@ TABLE: dict[str, tuple[str, str, Any]] = {
                    "myproject.failing:fail('SystemExit') raised SystemExit: 3", None),
     "KeyboardInterrupt": ("distloop.tasks.core.errors.CallFailed",
                           "myproject.failing:fail('KeyboardInterrupt') raised KeyboardInterrupt: stop", None),
+    # A class of the script the caller runs: its own __main__ class, not a second copy.
+    "ScriptError": ("__main__.ScriptError", "('ScriptError', 1)", ["ScriptError", 1]),
 }  # fmt: skip
 FACADES = ("executor submit", "executor map", "pool apply", "pool map", "joblib")
 
@@ -193,7 +208,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def project_workers(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Two prefork processes started in the project folder, allowing ``myproject.*``; yields the broker URL."""
     server = start_redis()
-    workers = Workers(Settings(broker_url=server.url, allow=("myproject.*",)), tmp_path_factory.mktemp("logs"))
+    workers = Workers(
+        Settings(broker_url=server.url, allow=("myproject.*", "raise_table.py")), tmp_path_factory.mktemp("logs")
+    )
     try:
         workers.start(concurrency=2, cwd=project)
         yield server.url
@@ -221,7 +238,8 @@ def test_the_caller_catches_what_the_worker_raised(table: dict, case: str, facad
         assert got["args"] == args
     # The worker's traceback is the cause, as concurrent.futures shows it.
     assert got["cause"] is not None and "Traceback (most recent call last)" in got["cause"]
-    assert 'myproject/failing.py", line' in got["cause"] and "in fail" in got["cause"]
+    where = 'raise_table.py", line' if case == "ScriptError" else 'myproject/failing.py", line'
+    assert where in got["cause"] and ("in fail" in got["cause"] or "in script_fail" in got["cause"])
     assert "The above exception was the direct cause of the following exception" in got["printed"]
     assert not got["is SystemExit or KeyboardInterrupt"]
 
