@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 from celery.utils.log import get_task_logger
 
-from distloop.tasks import runtime, signals
+from distloop.tasks import output, runtime, signals
 from distloop.tasks.core import defaults
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ChunkSpec, run_named_chunk
@@ -52,7 +52,12 @@ def chunk(
         allow += store.allowed()
     # Under a --timeout (a per-task time limit) go item by item, so the stuck item is known.
     fast = not any(self.request.timelimit or ())
-    result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, allow, fast)
+    if spec.get("forward_output"):  # the producer shows what f prints or logs
+        with output.forwarding(runtime.output_store(), job_id, self.request.hostname or "") as out:
+            result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, allow, fast)
+        result.output = out.forwarded or None
+    else:
+        result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, allow, fast)
     result.host = self.request.hostname or ""
     if result.fatal:
         logger.warning("refused chunk %s of job %s: %s", result.index, job_id, result.fatal["message"])

@@ -98,6 +98,8 @@ class ChunkResult:
     fatal: dict[str, Any] | None = None
     host: str = ""
     seconds: float = 0.0
+    # Lines of output the chunk forwarded (distloop.tasks.output), when it forwarded any.
+    output: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and v != []}
