@@ -137,7 +137,9 @@ def item_error(index: Any, exc: BaseException, with_traceback: bool = True) -> d
         "module": location_of(cls.__module__),
         "qualname": cls.__qualname__,
     }
-    parts: dict[str, Any] = {"args": list(exc.args), "attrs": dict(vars(exc))}
+    parts: dict[str, Any] = {"args": list(exc.args)}
+    if vars(exc):
+        parts["attrs"] = dict(vars(exc))
     if isinstance(exc, OSError):
         parts["oserror"] = [exc.errno, exc.strerror, exc.filename, exc.filename2]
     for key, value in parts.items():
