@@ -15,7 +15,7 @@ Each entry is a JSON list ``[stream, "host:pid", text]``, ``stream`` being ``"ou
 ``"err"``. A chunk keeps at most :data:`~distloop.tasks.core.defaults.OUTPUT_LINES_PER_CHUNK`
 lines and ``OUTPUT_BYTES_PER_CHUNK`` bytes and ends with a marker line counting what it
 dropped; a job at most ``OUTPUT_LINES_PER_JOB`` lines and ``OUTPUT_BYTES_PER_JOB`` bytes, then one
-marker. The key goes with the job's ledger (:meth:`distloop.tasks.store.jobs.JobStore.delete`).
+marker. The keys go with the job's ledger (:meth:`distloop.tasks.store.jobs.JobStore.delete`).
 """
 
 from __future__ import annotations
@@ -34,23 +34,23 @@ from typing import Any, TextIO
 import redis
 
 from distloop.tasks.core import defaults
-from distloop.tasks.store.jobs import ledger_keys, output_key
+from distloop.tasks.store.jobs import ledger_keys, output_budget_key, output_key
 
 #: Loggers whose records are the worker's own, never forwarded.
 OWN_LOGGERS = ("celery", "kombu", "amqp", "billiard", "redis", "distloop")
 
-# KEYS: meta, output. ARGV: expires, max lines, max bytes, the job's marker entry, entries...
+# KEYS: meta, output, budget. ARGV: expires, max lines, max bytes, the job's marker entry, entries...
 # Only while the job exists; once the job's budget is spent, the marker once, then nothing.
 _PUSH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('HGET', KEYS[1], 'output_full') then return 0 end
-local lines = tonumber(redis.call('HGET', KEYS[1], 'output_lines') or '0')
-local bytes = tonumber(redis.call('HGET', KEYS[1], 'output_bytes') or '0')
+if redis.call('HGET', KEYS[3], 'full') then return 0 end
+local lines = tonumber(redis.call('HGET', KEYS[3], 'lines') or '0')
+local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
 local max_lines, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
 local pushed = 0
 for n = 5, #ARGV do
   if lines >= max_lines or bytes + #ARGV[n] > max_bytes then
-    redis.call('HSET', KEYS[1], 'output_full', '1')
+    redis.call('HSET', KEYS[3], 'full', '1')
     redis.call('RPUSH', KEYS[2], ARGV[4])
     break
   end
@@ -59,8 +59,9 @@ for n = 5, #ARGV do
   bytes = bytes + #ARGV[n]
   pushed = pushed + 1
 end
-redis.call('HSET', KEYS[1], 'output_lines', lines, 'output_bytes', bytes)
-redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'lines', lines, 'bytes', bytes)
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
 return pushed
 """
 
@@ -80,7 +81,7 @@ class OutputStore:
             f"distloop: this job's forwarded output reached its limit ({defaults.OUTPUT_LINES_PER_JOB} lines, "
             f"{defaults.OUTPUT_BYTES_PER_JOB} bytes): the rest of it is dropped",
         )  # fmt: skip
-        keys = [ledger_keys(job_id)[0], output_key(job_id)]
+        keys = [ledger_keys(job_id)[0], output_key(job_id), output_budget_key(job_id)]
         argv: list[str | int] = [self.expires, defaults.OUTPUT_LINES_PER_JOB, defaults.OUTPUT_BYTES_PER_JOB, marker]
         argv.extend(entries)
         return int(self._push(keys, argv))

@@ -18,7 +18,7 @@ import pytest
 from distloop.tasks import output
 from distloop.tasks.core import defaults
 from distloop.tasks.core.settings import Settings
-from distloop.tasks.store.jobs import JobStore, output_key
+from distloop.tasks.store.jobs import JobStore, output_budget_key, output_key
 from distloop.worker.redis_server import RedisServer, start_redis
 from tests.conftest import Workers
 from tests.user_project import build_project, run_in, user_env, venv_command
@@ -148,7 +148,7 @@ def test_workers_started_elsewhere_forward_through_redis(
     assert lines and all(node.startswith(f"w0-{os.getpid()}@") for node, _, _ in lines)  # the worker's name
     assert_each_process_in_order(lines, range(10))
     # The job's output list went with its ledger.
-    assert not list(server.client().scan_iter("distloop:job:*:output"))
+    assert not list(server.client().scan_iter("distloop:job:*:output*"))
     assert "print 3" in workers.logs()  # and the worker's own log still has what f printed
 
 
@@ -212,8 +212,9 @@ def test_a_jobs_budget_ends_with_one_marker_and_dies_with_the_job(
         "distloop: this job's forwarded output reached its limit (5 lines"
     )
     client.rpush(output_key("j1"), "x")
+    assert client.ttl(output_budget_key("j1")) > 0
     jobs.delete("j1")
-    assert not client.exists(output_key("j1"))
+    assert not client.exists(output_key("j1")) and not client.exists(output_budget_key("j1"))
 
 
 def test_a_chunk_keeps_its_first_lines_and_counts_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
