@@ -218,8 +218,16 @@ def who_am_i(hostname: str) -> str:
 
 @contextmanager
 def forwarding(store: OutputStore, job_id: str, hostname: str) -> Iterator[ChunkOutput]:
-    """Catch what runs inside (one chunk) writes to stdout, stderr and logging; push it for ``job_id``."""
+    """Catch what runs inside (one chunk) writes to stdout, stderr and logging; push it for ``job_id``.
+
+    Only in a process's main thread (prefork pool processes, ``-P solo``): ``sys.stdout`` is
+    one per process, and chunks running side by side in threads (``-P threads``) would
+    swap it under each other. There nothing is caught, and output stays in the worker's log.
+    """
     output = ChunkOutput(who_am_i(hostname), lambda entries: store.push(job_id, output.who, entries))
+    if threading.current_thread() is not threading.main_thread():
+        yield output
+        return
     saved: tuple[Any, Any] = (sys.stdout, sys.stderr)
     out = LineWriter(output, "out", sys.stdout)
     err = LineWriter(output, "err", sys.stderr)

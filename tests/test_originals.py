@@ -164,6 +164,8 @@ FILES = {
                         "executor map": caught(case, lambda: list(executor.map(fail, ["ok", case]))),
                         "pool apply": caught(case, lambda: pool.apply(fail, (case,))),
                         "pool map": caught(case, lambda: pool.map(fail, ["ok", case, "ok"])),
+                        "pool imap": caught(case, lambda: list(pool.imap(fail, ["ok", case]))),
+                        "pool apply_async": caught(case, lambda: pool.apply_async(fail, (case,)).get(60)),
                         "joblib": caught(case, lambda: joblib.Parallel(n_jobs=2, backend="distloop")(
                             joblib.delayed(fail)(c) for c in ["ok", case])),
                     }
@@ -196,7 +198,7 @@ TABLE: dict[str, tuple[str, str, Any]] = {
     # A class of the script the caller runs: its own __main__ class, not a second copy.
     "ScriptError": ("__main__.ScriptError", "('ScriptError', 1)", ["ScriptError", 1]),
 }  # fmt: skip
-FACADES = ("executor submit", "executor map", "pool apply", "pool map", "joblib")
+FACADES = ("executor submit", "executor map", "pool apply", "pool map", "pool imap", "pool apply_async", "joblib")
 
 
 @pytest.fixture(scope="module")

@@ -239,3 +239,25 @@ def test_local_backends_print_once_and_json_stays_alone_on_stdout(project: Path,
     for i in range(3):  # printed where it ran, once (two processes' writes may interleave mid-line)
         assert stderr.count(f"print {i}") == 1 and stderr.count(f"stderr {i}") == 1
     assert forwarded(stderr) == []
+
+
+def test_nothing_is_swapped_outside_a_processs_main_thread() -> None:
+    import threading
+
+    class NoStore:
+        def push(self, *args: object) -> int:
+            raise AssertionError("pushed from a thread")
+
+    seen = []
+
+    def chunk() -> None:
+        before = sys.stdout
+        with output.forwarding(NoStore(), "j", "w@h") as out:  # type: ignore[arg-type]
+            seen.append(sys.stdout is before)
+            print("stays in the worker's own stream")
+        seen.append(out.forwarded)
+
+    thread = threading.Thread(target=chunk)
+    thread.start()
+    thread.join()
+    assert seen == [True, 0]
