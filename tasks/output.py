@@ -161,36 +161,64 @@ class ChunkOutput:
 
 
 class LineWriter(io.TextIOBase):
-    """A text stream that hands each complete line to ``output`` (and still writes to ``tee``)."""
+    """A text stream that writes to ``tee`` (the worker's own) and, while a chunk runs, hands each
+    complete line to that chunk's :class:`ChunkOutput`.
 
-    def __init__(self, output: ChunkOutput, stream: str, tee: TextIO | None) -> None:
-        self._output = output
-        self._stream = stream
-        self._tee = tee
+    One per stream and process, kept across chunks: a stream picked up while a chunk ran
+    (``logging.StreamHandler()`` at import time takes ``sys.stderr``) then forwards the
+    lines of whatever chunk runs when it writes, and outside chunks only writes to ``tee``.
+    """
+
+    def __init__(self, stream: str, tee: TextIO | None) -> None:
+        self.stream = stream
+        self.tee = tee
+        self.output: ChunkOutput | None = None
         self._partial = ""
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        if self._tee is not None:
+        if self.tee is not None:
             try:
-                self._tee.write(text)
+                self.tee.write(text)
             except Exception:
-                self._tee = None  # the worker's own stream broke: keep forwarding
-        *lines, self._partial = (self._partial + text).split("\n")
-        for line in lines:
-            self._output.add(self._stream, line)
+                self.tee = None  # the worker's own stream broke: keep forwarding
+        output = self.output
+        if output is not None:
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                output.add(self.stream, line)
         return len(text)
 
+    def flush(self) -> None:
+        if self.tee is not None:
+            try:
+                self.tee.flush()
+            except Exception:
+                self.tee = None
+
     def close_line(self) -> None:
-        if self._partial:
-            self._output.add(self._stream, self._partial)
-            self._partial = ""
+        if self._partial and self.output is not None:
+            self.output.add(self.stream, self._partial)
+        self._partial = ""
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return "utf-8"
+
+
+_WRITERS: dict[str, LineWriter] = {}
+
+
+def _writer(stream: str, current: Any) -> LineWriter:
+    """This process's writer for ``stream``, writing through to ``current`` (the stream it replaces)."""
+    writer = _WRITERS.get(stream)
+    if writer is None:
+        writer = _WRITERS[stream] = LineWriter(stream, current)
+    elif current is not writer:
+        writer.tee = current
+    return writer
 
 
 class LogForwarder(logging.Handler):
@@ -229,8 +257,8 @@ def forwarding(store: OutputStore, job_id: str, hostname: str) -> Iterator[Chunk
         yield output
         return
     saved: tuple[Any, Any] = (sys.stdout, sys.stderr)
-    out = LineWriter(output, "out", sys.stdout)
-    err = LineWriter(output, "err", sys.stderr)
+    out, err = _writer("out", sys.stdout), _writer("err", sys.stderr)
+    out.output = err.output = output
     handler = LogForwarder(output)
     root = logging.getLogger()
     sys.stdout, sys.stderr = out, err
@@ -239,7 +267,8 @@ def forwarding(store: OutputStore, job_id: str, hostname: str) -> Iterator[Chunk
         yield output
     finally:
         root.removeHandler(handler)
-        sys.stdout, sys.stderr = saved
+        sys.stdout, sys.stderr = (s if s is not w else w.tee for s, w in zip(saved, (out, err), strict=True))
         out.close_line()
         err.close_line()
+        out.output = err.output = None
         output.close()

@@ -222,7 +222,8 @@ def test_a_chunk_keeps_its_first_lines_and_counts_the_rest(monkeypatch: pytest.M
     monkeypatch.setattr(defaults, "OUTPUT_LINE_CHARS", 10)
     pushed: list[str] = []
     chunk = output.ChunkOutput("w@h:7", pushed.extend)
-    writer = output.LineWriter(chunk, "out", None)
+    writer = output.LineWriter("out", None)
+    writer.output = chunk
     writer.write("one\ntw")
     writer.write("o\n" + "x" * 15 + "\nfour\nfive")
     writer.close_line()
@@ -261,3 +262,30 @@ def test_nothing_is_swapped_outside_a_processs_main_thread() -> None:
     thread.start()
     thread.join()
     assert seen == [True, 0]
+
+
+class ListStore:
+    """Collects what would be pushed to Redis: (job, text) per entry."""
+
+    def __init__(self) -> None:
+        self.pushed: list[tuple[str, str]] = []
+
+    def push(self, job_id: str, who: str, entries: list[str]) -> int:
+        self.pushed += [(job_id, json.loads(e)[2]) for e in entries]
+        return len(entries)
+
+
+def test_a_stream_picked_up_during_one_chunk_forwards_for_the_chunk_running_later(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store = ListStore()
+    original = sys.stderr
+    with output.forwarding(store, "job1", "w@h"):  # type: ignore[arg-type]
+        kept = sys.stderr  # as logging.StreamHandler() at import time keeps it
+        print("first", file=kept)
+    assert sys.stderr is original
+    print("between chunks", file=kept)  # written through to the worker's own stream only
+    with output.forwarding(store, "job2", "w@h"):  # type: ignore[arg-type]
+        print("second", file=kept)
+    assert store.pushed == [("job1", "first"), ("job2", "second")]
+    assert capsys.readouterr().err.splitlines() == ["first", "between chunks", "second"]
