@@ -233,7 +233,7 @@ class LogForwarder(logging.Handler):
         if record.name.split(".", 1)[0] in OWN_LOGGERS:
             return
         try:
-            for line in self.format(record).split("\n"):
+            for line in self.format(record).rstrip("\n").split("\n"):
                 self._output.add("err", line)
         except Exception:
             self.handleError(record)
