@@ -42,7 +42,7 @@ FILES = {
 
 
         def flood(i):
-            for n in range(8000):
+            for n in range(12000):
                 print(f"flood {i} line {n}")
             return i
     """,
@@ -172,7 +172,7 @@ def test_a_flood_of_output_is_cut_with_a_marker(project: Path, project_workers: 
     for i in range(2):
         kept = [t for _, _, t in forwarded(stdout) if t.startswith(f"flood {i} ")]
         assert kept == [f"flood {i} line {n}" for n in range(defaults.OUTPUT_LINES_PER_CHUNK)]
-    dropped = 8000 - defaults.OUTPUT_LINES_PER_CHUNK
+    dropped = 12000 - defaults.OUTPUT_LINES_PER_CHUNK
     markers = [t for _, _, t in forwarded(stderr) if t.startswith("distloop:")]
     assert len(markers) == 2 and all(m.startswith(f"distloop: {dropped} more lines (") for m in markers)
 

@@ -105,8 +105,8 @@ TIMEOUT_GRACE_SECONDS = 5.0
 #: most this many lines and bytes per chunk (then one marker line counts what was
 #: dropped) and per job (then one marker, and nothing more), so that a runaway print
 #: loop cannot fill Redis or the terminal. A line longer than OUTPUT_LINE_CHARS is cut.
-OUTPUT_LINES_PER_CHUNK = 5_000
-OUTPUT_BYTES_PER_CHUNK = 500_000
+OUTPUT_LINES_PER_CHUNK = 10_000
+OUTPUT_BYTES_PER_CHUNK = 1_000_000
 OUTPUT_LINES_PER_JOB = 100_000
 OUTPUT_BYTES_PER_JOB = 10_000_000
 OUTPUT_LINE_CHARS = 4_000
