@@ -205,9 +205,13 @@ def resolve(text: str, allow: Sequence[str] | None = None) -> Callable[..., Any]
     target = parse_target(text)
     check_name(target)
     if allow is not None and not is_allowed(target, allow):
+        what = (
+            f"its path (the real one: {os.path.realpath(script_path(target.location))})"
+            if target.is_script
+            else "its module"
+        )
         raise TargetNotAllowed(
-            f"{target} is not on the workers' allow-list ({', '.join(allow)}); "
-            "add its module to DISTLOOP_ALLOW or --allow"
+            f"{target} is not on the workers' allow-list ({', '.join(allow)}); add {what} to DISTLOOP_ALLOW or --allow"
         )
     module = _import(target)
     try:
