@@ -87,7 +87,8 @@ class CeleryBackend(Backend):
         settings = self.settings
         try:
             if self.embedded:
-                self.cluster = EmbeddedCluster(self.requested_workers, allow, settings).start()
+                # Returns once Redis answers: the first chunks wait there while the worker starts.
+                self.cluster = EmbeddedCluster(self.requested_workers, allow, settings).start(wait=False)
                 assert self.cluster.settings is not None
                 settings = self.cluster.settings
                 self._workers = self.cluster.workers
@@ -102,6 +103,15 @@ class CeleryBackend(Backend):
             self.close()
             raise
         self.startup_s = time.perf_counter() - started
+
+    def _cluster_ready(self) -> bool:
+        """Whether the embedded worker (if any) consumes tasks; :class:`BrokerUnavailable` if it died starting."""
+        if self.cluster is None:
+            return True
+        if not self.cluster.check():
+            return False
+        self.startup_s = self.cluster.startup_s  # to the worker's ready, not to the first chunk's send
+        return True
 
     def _count_remote_workers(self) -> int:
         """Worker processes serving the queue (from their heartbeats); fail clearly when none."""
@@ -226,6 +236,8 @@ class CeleryBackend(Backend):
         """Results finished since the last call; a refused chunk goes to another worker instead."""
         assert self.store is not None
         refusals = self._refusals[job.job_id]
+        if not self._cluster_ready():
+            timeout = min(timeout, 0.05)  # look again soon: a worker that dies starting fails the job
         try:
             # With refusals still to hand over (Redis was away), do not block on new results.
             indices = self.store.pop_done(job.job_id, 0.01 if refusals.backlog else timeout)
