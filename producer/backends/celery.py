@@ -37,6 +37,7 @@ from distloop.tasks.store.connect import connect_store
 from distloop.tasks.store.jobs import JobStore
 from distloop.tasks.store.workers import live_workers
 from distloop.tasks.targets import allow_entries
+from distloop.worker.discover import find_standing
 from distloop.worker.embedded import EmbeddedCluster
 
 
@@ -71,6 +72,7 @@ class CeleryBackend(Backend):
         self._watchdog = Watchdog()
         self._output: OutputStore | None = None  # the workers' forwarded output, when asked for
         self._output_shown = 0.0
+        self.standing = False  # on the standing cluster of `distloop up`, found by its environment file
 
     @property
     def workers(self) -> int:
@@ -84,6 +86,10 @@ class CeleryBackend(Backend):
         if self.app is not None:
             return
         started = time.perf_counter()
+        standing = find_standing(self.settings) if self.embedded else None
+        if standing is not None:  # no start-up: its workers are there already
+            self.settings = self.settings.replace(broker_url=standing)
+            self.standing = True
         settings = self.settings
         try:
             if self.embedded:
@@ -141,7 +147,7 @@ class CeleryBackend(Backend):
         module = job.target.rpartition(":")[0]
         self.start((module,))
         assert self.app is not None and self.store is not None and self._broker is not None
-        if self.cluster is not None:  # our private workers: allow this job's module too
+        if self.cluster is not None or self.standing:  # our private workers: allow this job's module too
             self.store.allow(allow_entries(job.target))
         meta = {
             "target": job.target, "reduce": job.reduce, "on_error": job.on_error,

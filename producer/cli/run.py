@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduce", choices=tuple(REDUCERS), help="combine results on the workers")
     parser.add_argument("--output", metavar="FILE", help="write results as JSON Lines, in loop order")
     parser.add_argument("--broker", help="Redis URL of running workers (default: an embedded cluster)")
+    parser.add_argument("--embedded", action="store_true",
+                        help="start an embedded cluster even when `distloop up` runs (as DISTLOOP_STANDING=0)")  # fmt: skip
     parser.add_argument("--on-error", default="raise", choices=ON_ERROR,
                         help="stop at the first failing item, or run them all (default raise)")  # fmt: skip
     parser.add_argument(
@@ -53,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     items = parse_range(args.range_text)
     settings = Settings.from_env(broker_url=args.broker, forward_output=args.forward_output)
+    if args.embedded:
+        settings = settings.replace(standing=False)
     output = open_output(args.output) if args.output else None
     progress = progress_for(args.progress, total_items=len(items), every=args.progress_every)
     try:

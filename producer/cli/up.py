@@ -12,12 +12,13 @@ import os
 import sys
 from pathlib import Path
 
+from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import UsageError
-from distloop.tasks.core.settings import ENV_BROKER, Settings, mask_url, split_patterns
+from distloop.tasks.core.settings import ENV_BROKER, ENV_ENV_FILE, Settings, mask_url, split_patterns
 from distloop.worker.standing import StandingCluster
 
 NAME = "up"
-DEFAULT_ENV_FILE = "~/.distloop/up.env"
+DEFAULT_ENV_FILE = defaults.UP_ENV_FILE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,16 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bind", default="127.0.0.1", help="address Redis listens on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="Redis port (default: a free one)")
     parser.add_argument("--allow", help="comma-separated modules whose functions workers may run")
-    parser.add_argument("--env-file", default=DEFAULT_ENV_FILE,
-                        help=f"where to write the full broker URL, mode 600 (default {DEFAULT_ENV_FILE})")  # fmt: skip
+    parser.add_argument("--env-file",
+                        help=f"where to write the full broker URL, mode 600 (default ${ENV_ENV_FILE}, "
+                             f"else {DEFAULT_ENV_FILE}); `distloop run` and the facades find it there")  # fmt: skip
     parser.add_argument("--show-password", action="store_true", help="print the full broker URL on stdout")
 
 
 def main(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, not {args.workers}")
-    env_file = Path(os.path.expanduser(args.env_file))
     base = Settings.from_env()
+    env_file = Path(os.path.expanduser(args.env_file or base.env_file))
     base = base.replace(allow=base.allow + split_patterns(args.allow))
     concurrency = args.workers or os.cpu_count() or 1
     cluster = StandingCluster(

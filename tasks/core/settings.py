@@ -26,6 +26,9 @@ ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
 ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
 ENV_FORWARD_OUTPUT = "DISTLOOP_FORWARD_OUTPUT"
+#: A standing cluster (``distloop up``): where its environment file is, and ``0`` to never use one.
+ENV_ENV_FILE = "DISTLOOP_ENV_FILE"
+ENV_STANDING = "DISTLOOP_STANDING"
 #: Set by whoever starts a worker and waits for it (the embedded cluster): a file the
 #: worker creates once it consumes tasks.
 ENV_READY_FILE = "DISTLOOP_READY_FILE"
@@ -98,6 +101,12 @@ class Settings:
     #: turn it off; see :mod:`distloop.tasks.output`). A producer setting: each chunk's
     #: message says whether its worker forwards.
     forward_output: bool = True
+    #: With no broker configured, use the standing cluster of ``env_file`` (``distloop up``)
+    #: when it answers and a worker serves it, instead of starting an embedded one
+    #: (``DISTLOOP_STANDING=0`` or ``--embedded``: always the embedded cluster).
+    standing: bool = True
+    #: The environment file ``distloop up`` writes and producers read (``DISTLOOP_ENV_FILE``).
+    env_file: str = defaults.UP_ENV_FILE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -114,6 +123,8 @@ class Settings:
             "tls_insecure": env.get(ENV_TLS_INSECURE, "").strip().lower() in ("1", "true", "yes"),
             "task_events": env.get(ENV_TASK_EVENTS, "").strip().lower() in ("1", "true", "yes"),
             "forward_output": env.get(ENV_FORWARD_OUTPUT, "").strip().lower() not in ("0", "false", "no", "off"),
+            "standing": env.get(ENV_STANDING, "").strip().lower() not in ("0", "false", "no", "off"),
+            "env_file": env.get(ENV_ENV_FILE) or defaults.UP_ENV_FILE,
         }
         if env.get(ENV_TIME_LIMIT):
             limit = float(env[ENV_TIME_LIMIT])
