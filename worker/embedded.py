@@ -154,8 +154,9 @@ class EmbeddedCluster:
 
     def _stop_parts(self) -> None:
         if self.worker is not None:
-            # Nothing of value is left in a private cluster: a cold shutdown, cut short.
-            self.worker.stop(signal.SIGQUIT, grace=0.5)
+            # Nothing of value is left in a private cluster: its whole process group is killed
+            # at once (Celery's cold shutdown, SIGQUIT, took 1.7 s, and was cut short after 0.5 s).
+            self.worker.stop(signal.SIGKILL, grace=0.5)
             self.worker = None
         if self.redis is not None:
             self.redis.stop()
