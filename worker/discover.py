@@ -26,7 +26,7 @@ from pathlib import Path
 import redis
 
 from distloop.tasks.core import defaults
-from distloop.tasks.core.settings import ENV_BROKER, Settings, mask_url
+from distloop.tasks.core.settings import ENV_BROKER, ENV_STANDING, Settings, mask_url
 from distloop.tasks.store.workers import live_workers
 
 #: The folder ``distloop up`` ran in (its workers' project folder), in its environment file.
@@ -93,7 +93,7 @@ def find_standing(settings: Settings) -> str | None:
     if why_not:
         say(f"the standing cluster of {path} {why_not}: starting an embedded cluster")
         return None
-    say(f"using the standing cluster at {mask_url(url)} (from {path}; --embedded or DISTLOOP_STANDING=0: a private one)")
+    say(f"using the standing cluster at {mask_url(url)} (from {path}; --embedded or {ENV_STANDING}=0: a private one)")
     return url
 
 

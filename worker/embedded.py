@@ -4,9 +4,10 @@ A private redis-server (random password, loopback, no persistence) and one
 local prefork worker with one process per core, importing from the producer's
 working directory. Both start at once; the producer may send chunks as soon as
 Redis answers (they wait in Redis while the worker starts: ``start(wait=False)``,
-then :meth:`EmbeddedCluster.check`). Stopped by pid at exit, on errors and on Ctrl-C. Its workers also allow the modules its producer
-adds to the private Redis later (``JobStore.allow``), so an Executor can run
-functions from a module it meets after the cluster started.
+then :meth:`EmbeddedCluster.check`). Stopped by pid at exit, on errors and on
+Ctrl-C. Its workers also allow the modules its producer adds to the private Redis
+later (``JobStore.allow``), so an Executor can run functions from a module it meets
+after the cluster started.
 """
 
 from __future__ import annotations

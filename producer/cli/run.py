@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", help="write results as JSON Lines, in loop order")
     parser.add_argument("--broker", help="Redis URL of running workers (default: an embedded cluster)")
     parser.add_argument("--embedded", action="store_true",
-                        help="start an embedded cluster even when `distloop up` runs (as DISTLOOP_STANDING=0)")  # fmt: skip
+                        help="an embedded cluster even if `distloop up` runs (as DISTLOOP_STANDING=0)")  # fmt: skip
     parser.add_argument("--on-error", default="raise", choices=ON_ERROR,
                         help="stop at the first failing item, or run them all (default raise)")  # fmt: skip
     parser.add_argument(
