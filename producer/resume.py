@@ -20,6 +20,7 @@ from distloop.assemble import Assembler, JsonLinesSink, ListSink
 from distloop.backends import get_backend
 from distloop.backends.base import JobSpec
 from distloop.dispatch import Progress, run_chunks
+from distloop.ranges import range_length
 from distloop.sizing import ChunkPlanner
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings, mask_url
@@ -98,7 +99,7 @@ def resume_job(
             output.close()
     result = assembler.value if job.reduce else (sink.values if isinstance(sink, ListSink) else None)
     report = JobReport(
-        job_id, engine.name, len(items), last + 1 + planner.sent, size, wall, result,
+        job_id, engine.name, range_length(items), last + 1 + planner.sent, size, wall, result,
         assembler.errors, assembler.hosts, engine.startup_s,
     )  # fmt: skip
     return Resumed(report, meta, len(planned) + planner.sent)

@@ -67,6 +67,11 @@ class CeleryBackend(Backend):
         self._refusals: dict[str, Refusals] = {}
         self._watchdog = Watchdog()
 
+    @classmethod
+    def worker_cap(cls, settings: Settings) -> int:
+        # With --broker, --workers starts nothing: it only sizes the chunks in flight.
+        return super().worker_cap(settings) if settings.broker_url is None else defaults.MAX_WORKERS
+
     @property
     def workers(self) -> int:
         return self._workers or self.requested_workers or 1

@@ -12,7 +12,10 @@ import sys
 
 from distloop.backends import BACKEND_NAMES
 from distloop.bench import format_table, plot, require_matplotlib, run_bench
+from distloop.cli.options import check_url
 from distloop.ranges import parse_range
+from distloop.tasks.core import defaults
+from distloop.tasks.core.limits import check_positive
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import REDUCERS
 
@@ -46,11 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     items = parse_range(args.range_text)
+    check_positive(args.repeat, "--repeat", defaults.MAX_REPEAT)
     if args.plot:
         require_matplotlib()  # before the benchmark runs, not after
     backends = args.backends
+    settings = Settings.from_env(broker_url=check_url(args.broker))
     report = run_bench(
-        args.target, items, backends, settings=Settings.from_env(broker_url=args.broker), workers=args.workers,
+        args.target, items, backends, settings=settings, workers=args.workers,
         chunk_size=args.chunk_size, reduce=args.reduce, repeat=args.repeat,
     )  # fmt: skip
     if args.plot:

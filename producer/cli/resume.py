@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distloop.cli.options import check_url
 from distloop.cli.output import emit, open_output
 from distloop.progress import progress_for
 from distloop.resume import resume_job
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(broker_url=args.broker)
+    settings = Settings.from_env(broker_url=check_url(args.broker))
     progress = progress_for(args.progress, total_items=0)
     try:
         resumed = resume_job(args.job, settings, open_output=open_output, progress=progress)

@@ -10,9 +10,10 @@ import sys
 
 from distloop.api import run_job
 from distloop.backends import BACKEND_NAMES
-from distloop.cli.output import emit, open_output
+from distloop.cli.options import check_url, positive_seconds
+from distloop.cli.output import close_output, emit, open_output
 from distloop.progress import progress_for
-from distloop.ranges import parse_range
+from distloop.ranges import parse_range, range_length
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import ChunkFailed
 from distloop.tasks.core.settings import Settings
@@ -23,7 +24,8 @@ NAME = "run"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="TARGET", help="module:function or path/to/script.py:function")
-    parser.add_argument("--range", required=True, metavar="START:STOP[:STEP]", dest="range_text")
+    parser.add_argument("--range", required=True, metavar="START:STOP[:STEP]", dest="range_text",
+                        help="as Python's range; a negative START may follow a space: --range -5:5:2")  # fmt: skip
     parser.add_argument(
         "--backend", default="celery", choices=BACKEND_NAMES, help="where the loop runs (default celery)"
     )
@@ -42,16 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress on stderr: a bar on a terminal, else plain lines (default on)")  # fmt: skip
-    parser.add_argument("--progress-every", type=float, default=defaults.PROGRESS_INTERVAL, metavar="SECONDS",
+    parser.add_argument("--progress-every", type=positive_seconds, default=defaults.PROGRESS_INTERVAL,
+                        metavar="SECONDS",
                         help=f"seconds between plain progress lines ({defaults.PROGRESS_INTERVAL:g})")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def main(args: argparse.Namespace) -> int:
     items = parse_range(args.range_text)
-    settings = Settings.from_env(broker_url=args.broker)
-    output = open_output(args.output) if args.output else None
-    progress = progress_for(args.progress, total_items=len(items), every=args.progress_every)
+    settings = Settings.from_env(broker_url=check_url(args.broker))
+    output = open_output(args.output) if args.output is not None else None
+    progress = progress_for(args.progress, total_items=range_length(items), every=args.progress_every)
     try:
         report = run_job(
             args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,
@@ -64,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
         raise
     finally:
         if output is not None:
-            output.close()
+            close_output(output)
         if progress is not None:
             progress.close()
     emit(args, report)

@@ -100,3 +100,16 @@ BROKER_OUTAGE_SECONDS = 30.0
 #: Extra seconds past ``--timeout`` before a chunk that ignores the soft limit
 #: (stuck in C code) is killed by the hard limit.
 TIMEOUT_GRACE_SECONDS = 5.0
+
+#: Worker processes (or threads) one machine may be asked for: this many per CPU,
+#: and never more than MAX_WORKERS. A count far above the cores gains nothing, and
+#: an unchecked one (``--workers 100000``) forks until the machine stalls.
+WORKERS_PER_CPU = 16
+MAX_WORKERS = 1024
+
+#: Largest ``--chunk-size``: a chunk of more items cannot finish within the hard
+#: time limit (3000 s) unless each item takes under 3 ns, far less than any Python call.
+MAX_CHUNK_SIZE = 10**12
+
+#: Largest ``bench --repeat``: the medians of 100 rounds are as steady as they get.
+MAX_REPEAT = 100

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from distloop.tasks.core import defaults
+from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.tls import check_tls_url, strip_tls_query, tls_options
 
 ENV_BROKER = "DISTLOOP_BROKER_URL"
@@ -33,6 +35,42 @@ ENV_READY_FILE = "DISTLOOP_READY_FILE"
 def split_patterns(text: str | None) -> tuple[str, ...]:
     """Split a comma-separated allow-list into stripped, non-empty patterns."""
     return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+FLAG_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    """A yes/no variable: unset or empty is no; anything but 1/0, true/false, yes/no, on/off is refused."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return False
+    if text not in FLAG_VALUES:
+        raise UsageError(f"{name}={env[name]!r}: expected 1 or 0 (or true/false, yes/no, on/off)")
+    return FLAG_VALUES[text]
+
+
+def env_seconds(env: Mapping[str, str], name: str, whole: bool = False) -> float | None:
+    """A duration variable in seconds, above 0 (``whole``: an integer); None when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    expected = "a whole number of seconds above 0, such as 3600" if whole else "a number of seconds above 0"
+    try:
+        value = float(int(text)) if whole else float(text)
+    except ValueError:
+        raise UsageError(f"{name}={env[name]!r}: expected {expected}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{name}={env[name]!r}: expected {expected}")
+    return value
+
+
+def env_file(env: Mapping[str, str], name: str) -> str | None:
+    """A variable naming a file that must exist (TLS certificates and keys); None when unset or empty."""
+    path = env.get(name) or None
+    if path is not None and not os.path.isfile(path):
+        raise UsageError(f"{name}={path!r}: no such file (expected a PEM file)")
+    return path
 
 
 def mask_url(url: str | None) -> str:
@@ -101,20 +139,21 @@ class Settings:
             "broker_url": env.get(ENV_BROKER) or None,
             "result_url": env.get(ENV_RESULT) or None,
             "allow": split_patterns(env.get(ENV_ALLOW)),
-            "allow_from_store": env.get(ENV_ALLOW_FROM_STORE) == "1",
-            "tls_ca_file": env.get(ENV_TLS_CA) or None,
-            "tls_cert_file": env.get(ENV_TLS_CERT) or None,
-            "tls_key_file": env.get(ENV_TLS_KEY) or None,
-            "tls_insecure": env.get(ENV_TLS_INSECURE, "").strip().lower() in ("1", "true", "yes"),
-            "task_events": env.get(ENV_TASK_EVENTS, "").strip().lower() in ("1", "true", "yes"),
+            "allow_from_store": env_flag(env, ENV_ALLOW_FROM_STORE),
+            "tls_ca_file": env_file(env, ENV_TLS_CA),
+            "tls_cert_file": env_file(env, ENV_TLS_CERT),
+            "tls_key_file": env_file(env, ENV_TLS_KEY),
+            "tls_insecure": env_flag(env, ENV_TLS_INSECURE),
+            "task_events": env_flag(env, ENV_TASK_EVENTS),
         }
-        if env.get(ENV_TIME_LIMIT):
-            limit = float(env[ENV_TIME_LIMIT])
+        limit = env_seconds(env, ENV_TIME_LIMIT)
+        if limit is not None:
             values["chunk_time_limit"] = limit
             values["chunk_soft_time_limit"] = max(limit - 60.0, limit * 0.9)
             values["visibility_timeout"] = int(max(defaults.VISIBILITY_TIMEOUT, limit + 600))
-        if env.get(ENV_VISIBILITY):
-            values["visibility_timeout"] = int(env[ENV_VISIBILITY])
+        visibility = env_seconds(env, ENV_VISIBILITY, whole=True)
+        if visibility is not None:
+            values["visibility_timeout"] = int(visibility)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
