@@ -288,6 +288,26 @@ CASES = [
         2,
         "is in use: pass --flower-port 0 for any free port",
     ),
+    Case(
+        "up Redis port taken",
+        ("up", "--port", "{busy_port}"),
+        2,
+        "is in use: pass --port 0 for any free port",
+        forks_nothing=True,
+    ),
+    Case(
+        "up bind to an address not of this host",
+        ("up", "--bind", "192.0.2.1"),
+        2,
+        "--bind 192.0.2.1: cannot listen there: Cannot assign requested address",
+        forks_nothing=True,
+    ),
+    Case(
+        "flower port taken",
+        ("flower", "--broker", "{broker}", "--port", "{busy_port}"),
+        2,
+        "is in use: pass --port 0 for any free port",
+    ),
     Case("flower port negative", ("flower", "--port", "-1"), 2, "argument --port: expected a port number"),
     Case(
         "flower max tasks 0",

@@ -7,7 +7,9 @@ The ``argparse`` types raise :class:`argparse.ArgumentTypeError` (argparse print
 from __future__ import annotations
 
 import argparse
+import errno
 import math
+import socket
 from collections.abc import Sequence
 
 from distloop.tasks.core.errors import UsageError
@@ -60,6 +62,18 @@ def port_number(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port number (0 to 65535; 0 picks a free one), not {value}")
     return value
+
+
+def check_listen(host: str, port: int, option: str) -> None:
+    """Refuse an address this host cannot listen on, or a port in use, before anything starts there."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {port} on {host} is in use: pass {option} 0 for any free port") from None
+        raise UsageError(f"--bind {host}: cannot listen there: {exc.strerror}") from None
 
 
 def allow_option(text: str, option: str = "--allow") -> tuple[str, ...]:
