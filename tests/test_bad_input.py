@@ -308,6 +308,28 @@ CASES = [
         2,
         "is in use: pass --port 0 for any free port",
     ),
+    Case("up env file empty", ("up", "--env-file", ""), 2, "--env-file must not be empty", forks_nothing=True),
+    Case(
+        "up env file a directory",
+        ("up", "--env-file", "/tmp"),
+        2,
+        "--env-file /tmp: is a directory",
+        forks_nothing=True,
+    ),
+    Case(
+        "up env file a kernel file",
+        ("up", "--env-file", "/proc/version"),
+        2,
+        "--env-file /proc/version: not a regular",
+        forks_nothing=True,
+    ),
+    Case("flower address empty", ("flower", "--address", ""), 2, "--address must not be empty"),
+    Case(
+        "reduce with an output file",
+        (*SQUARE, "--range", "3", "--reduce", "sum", "--output", "{env_file}"),
+        2,
+        "--reduce gives one value, printed on stdout",
+    ),
     Case("flower port negative", ("flower", "--port", "-1"), 2, "argument --port: expected a port number"),
     Case(
         "flower max tasks 0",

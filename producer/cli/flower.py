@@ -12,6 +12,7 @@ import time
 
 from distloop.cli.options import check_url, port_number
 from distloop.tasks.core import defaults
+from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings, mask_url
 from distloop.tasks.store.connect import connect_store
 from distloop.worker.flower import parse_basic_auth, require_flower, start_flower
@@ -35,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     require_flower()
+    if not args.address.strip():  # Flower would take "" for every interface
+        raise UsageError("--address must not be empty: give one such as 127.0.0.1")
     if args.basic_auth is not None:
         parse_basic_auth(args.basic_auth)  # a malformed value is a usage error before anything starts
     settings = Settings.from_env(broker_url=check_url(args.broker))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import socket
+import stat
 from collections.abc import Sequence
 
 from distloop.tasks.core.errors import UsageError
@@ -89,3 +91,30 @@ def check_url(url: str | None, option: str = "--broker") -> str | None:
     if url is not None and not url.strip():
         raise UsageError(f"{option} must not be empty: give a Redis URL, or leave the option out")
     return url
+
+
+def kernel_devices() -> set[int]:
+    """Device numbers of /proc and /sys, whose files are the kernel's, not the user's."""
+    devices = set()
+    for mount in ("/proc", "/sys"):
+        try:
+            devices.add(os.stat(mount).st_dev)
+        except OSError:
+            pass
+    return devices
+
+
+def check_env_file(path: str, option: str = "--env-file") -> None:
+    """Refuse an environment file that cannot be one: empty, a directory, not a regular file, the kernel's."""
+    if not path.strip():
+        raise UsageError(f"{option} must not be empty: give a file name")
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return  # created, with its folders, mode 600
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(found.st_mode):
+        raise UsageError(f"{option} {path}: is a directory")
+    if not stat.S_ISREG(found.st_mode) or found.st_dev in kernel_devices():
+        raise UsageError(f"{option} {path}: not a regular file")

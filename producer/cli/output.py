@@ -11,6 +11,7 @@ import sys
 from typing import IO, Any
 
 from distloop.api import JobReport
+from distloop.cli.options import kernel_devices
 from distloop.tasks.core.errors import UsageError
 
 
@@ -36,7 +37,7 @@ def open_output(path: str) -> IO[str]:
     if found is not None:
         if stat.S_ISDIR(found.st_mode):
             raise UsageError(f"--output {path}: is a directory")
-        if found.st_dev in _kernel_devices():
+        if found.st_dev in kernel_devices():
             raise UsageError(f"--output {path}: is a kernel interface, not a file for results")
         if stat.S_ISFIFO(found.st_mode):
             flags |= os.O_NONBLOCK  # fails at once (ENXIO) when no process reads it
@@ -59,17 +60,6 @@ def close_output(stream: IO[str]) -> None:
         stream.close()
     except OSError as exc:
         raise UsageError(f"--output {stream.name}: {exc.strerror}") from None
-
-
-def _kernel_devices() -> set[int]:
-    """Device numbers of /proc and /sys, whose files are the kernel's, not the user's."""
-    devices = set()
-    for mount in ("/proc", "/sys"):
-        try:
-            devices.add(os.stat(mount).st_dev)
-        except OSError:
-            pass
-    return devices
 
 
 def emit(args: argparse.Namespace, report: JobReport) -> None:

@@ -15,7 +15,7 @@ from distloop.cli.output import close_output, emit, open_output
 from distloop.progress import progress_for
 from distloop.ranges import parse_range, range_length
 from distloop.tasks.core import defaults
-from distloop.tasks.core.errors import ChunkFailed
+from distloop.tasks.core.errors import ChunkFailed, UsageError
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ON_ERROR, REDUCERS
 
@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     items = parse_range(args.range_text)
+    if args.reduce and args.output is not None:  # the file would stay empty, and the value be lost
+        raise UsageError("--reduce gives one value, printed on stdout: leave out --output (or --reduce)")
     settings = Settings.from_env(broker_url=check_url(args.broker))
     output = open_output(args.output) if args.output is not None else None
     progress = progress_for(args.progress, total_items=range_length(items), every=args.progress_every)

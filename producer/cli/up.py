@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from distloop.cli.options import allow_option, check_listen, port_number
+from distloop.cli.options import allow_option, check_env_file, check_listen, port_number
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.limits import check_workers
@@ -43,6 +43,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.bind.strip():
         raise UsageError("--bind must not be empty: give an address such as 127.0.0.1")
     check_listen(args.bind, args.port or 0, "--port")
+    check_env_file(os.path.expanduser(args.env_file))
     env_file = Path(os.path.expanduser(args.env_file))
     base = Settings.from_env()
     if args.allow is not None:
