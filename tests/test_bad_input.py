@@ -201,7 +201,7 @@ CASES = [
     ),
     Case(
         "TLS CA file missing",
-        (*SQUARE, "--range", "3"),
+        (*SQUARE[:2], "--range", "3", "--broker", "rediss://127.0.0.1:1/0"),
         2,
         "DISTLOOP_TLS_CA_FILE='/no/ca.pem': no such file",
         (("DISTLOOP_TLS_CA_FILE", "/no/ca.pem"),),

@@ -14,7 +14,7 @@ import redis
 
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import UsageError
-from distloop.tasks.core.tls import check_tls_url, strip_tls_query, tls_options
+from distloop.tasks.core.tls import check_tls_url, is_tls, strip_tls_query, tls_options
 
 ENV_BROKER = "DISTLOOP_BROKER_URL"
 ENV_RESULT = "DISTLOOP_RESULT_URL"
@@ -63,14 +63,6 @@ def env_seconds(env: Mapping[str, str], name: str, whole: bool = False) -> float
     if not (value > 0 and math.isfinite(value)):
         raise UsageError(f"{name}={env[name]!r}: expected {expected}")
     return value
-
-
-def env_file(env: Mapping[str, str], name: str) -> str | None:
-    """A variable naming a file that must exist (TLS certificates and keys); None when unset or empty."""
-    path = env.get(name) or None
-    if path is not None and not os.path.isfile(path):
-        raise UsageError(f"{name}={path!r}: no such file (expected a PEM file)")
-    return path
 
 
 def mask_url(url: str | None) -> str:
@@ -140,9 +132,9 @@ class Settings:
             "result_url": env.get(ENV_RESULT) or None,
             "allow": split_patterns(env.get(ENV_ALLOW)),
             "allow_from_store": env_flag(env, ENV_ALLOW_FROM_STORE),
-            "tls_ca_file": env_file(env, ENV_TLS_CA),
-            "tls_cert_file": env_file(env, ENV_TLS_CERT),
-            "tls_key_file": env_file(env, ENV_TLS_KEY),
+            "tls_ca_file": env.get(ENV_TLS_CA) or None,
+            "tls_cert_file": env.get(ENV_TLS_CERT) or None,
+            "tls_key_file": env.get(ENV_TLS_KEY) or None,
             "tls_insecure": env_flag(env, ENV_TLS_INSECURE),
             "task_events": env_flag(env, ENV_TASK_EVENTS),
         }
@@ -199,6 +191,12 @@ class Settings:
         tls_files = bool(self.tls_ca_file or self.tls_cert_file or self.tls_key_file)
         for url in {self.effective_broker_url, self.effective_result_url}:
             check_tls_url(url, self.tls_insecure, tls_files)
+        if any(is_tls(url) for url in (self.effective_broker_url, self.effective_result_url)):
+            # Only where TLS is used: the embedded cluster's plain redis:// leaves them aside.
+            for name, path in ((ENV_TLS_CA, self.tls_ca_file), (ENV_TLS_CERT, self.tls_cert_file),
+                               (ENV_TLS_KEY, self.tls_key_file)):  # fmt: skip
+                if path and not os.path.isfile(path):
+                    raise UsageError(f"{name}={path!r}: no such file (expected a PEM file)")
 
     def tls_for(self, url: str) -> dict[str, Any] | None:
         """redis-py's TLS options for ``url`` (None for ``redis://``): checks on unless ``tls_insecure``."""
