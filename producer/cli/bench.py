@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds, every backend once per round; the medians count (default 1)"
     )
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per core; at most 16 per CPU)")
     parser.add_argument("--chunk-size", default="auto", help="items per chunk, or 'auto' (default)")
     parser.add_argument("--reduce", choices=tuple(REDUCERS), help="combine results on the workers")
     parser.add_argument("--broker", help="Redis URL of running workers (default: an embedded cluster)")

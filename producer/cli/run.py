@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend", default="celery", choices=BACKEND_NAMES, help="where the loop runs (default celery)"
     )
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per core; at most 16 per CPU)")
     parser.add_argument("--chunk-size", default="auto", help="items per chunk, or 'auto' (default)")
     parser.add_argument("--reduce", choices=tuple(REDUCERS), help="combine results on the workers")
     parser.add_argument("--output", metavar="FILE", help="write results as JSON Lines, in loop order")

@@ -24,7 +24,7 @@ DEFAULT_ENV_FILE = "~/.distloop/up.env"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per core; at most 16 per CPU)")
     parser.add_argument("--flower", action="store_true", help="also start Flower (basic auth) on 127.0.0.1")
     parser.add_argument("--flower-port", type=port_number, metavar="N",
                         help=f"Flower's port (default {defaults.FLOWER_PORT}; 0 picks a free one)")  # fmt: skip

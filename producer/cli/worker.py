@@ -27,7 +27,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", help="Redis URL (default: DISTLOOP_BROKER_URL, else redis://127.0.0.1:6379/0)")
-    parser.add_argument("--concurrency", type=int, help="worker processes (default: CPUs available to this host)")
+    parser.add_argument(
+        "--concurrency", type=int, help="worker processes (default: CPUs available to this host; at most 16 per CPU)"
+    )
     parser.add_argument("--hostname", help="worker name, as Celery's -n (default: distloop@<host name>)")
     parser.add_argument("--allow", help="comma-separated modules whose functions may run (adds to DISTLOOP_ALLOW)")
     parser.add_argument("--loglevel", default="warning", choices=LOG_LEVELS, help="Celery log level (default warning)")
