@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import reprlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -17,7 +18,7 @@ from distloop.dispatch import Progress, run_chunks
 from distloop.ranges import range_length
 from distloop.sizing import ChunkPlanner
 from distloop.tasks.core import codec, defaults
-from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.errors import ResultNotSerializable, UsageError
 from distloop.tasks.core.limits import check_positive
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
@@ -87,8 +88,14 @@ class CallPlanner(ChunkPlanner):
 
     def __iter__(self) -> Iterator[ChunkSpec]:
         for spec in super().__iter__():
-            calls = [[codec.encode([v]), {}] for v in self.values[spec.start : spec.stop]]
-            yield ChunkSpec(index=spec.index, calls=calls)
+            yield ChunkSpec(index=spec.index, calls=[self._call(n) for n in range(spec.start, spec.stop)])
+
+    def _call(self, n: int) -> list[Any]:
+        try:
+            return codec.encode_call([self.values[n]], {})
+        except codec.NotJSONable as exc:  # named by its item, as the facades name a call
+            value = reprlib.repr(self.values[n])
+            raise ResultNotSerializable(f"cannot send item {n} ({value}): {exc}; {codec.WHAT_TRAVELS}") from None
 
 
 def run_job(
@@ -105,9 +112,12 @@ def run_job(
     progress: Progress | None = None,
     job_id: str | None = None,
     timeout: float | None = None,
+    forward_output: bool | None = None,
 ) -> JobReport:
     """Run ``f`` over ``items`` and report how; see :func:`run_loop`."""
     validate(reduce, on_error)
+    if forward_output is not None and isinstance(backend, str):
+        settings = (settings or Settings.from_env()).replace(forward_output=forward_output)
     validate_timeout(timeout)
     target = f if isinstance(f, str) else target_of(f)
     resolve(target)  # preflight: import it here (never call it), so a bad target fails fast
@@ -167,6 +177,8 @@ def run_loop(
     come back in loop order; with ``reduce`` ("sum", "min", "max", "count") the
     workers reduce and one value comes back. The first failing item raises
     :class:`~distloop.tasks.core.errors.ChunkFailed` with the worker's traceback as its cause.
-    Other options: ``workers``, ``on_error``, ``settings``, ``progress``.
+    What ``f`` prints or logs on Celery workers shows here as ``[host:pid] line``
+    (``forward_output=False``: not). Other options: ``workers``, ``on_error``,
+    ``settings``, ``progress``.
     """
     return run_job(f, items, backend=backend, reduce=reduce, chunk_size=chunk_size, **options).result

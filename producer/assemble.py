@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -119,6 +118,7 @@ def chunk_failed(error: dict[str, Any]) -> ChunkFailed:
         exc = ChunkFailed(error["index"], "TypeError", f"result of f({error['index']}): {error['message']}")
     else:
         exc = ChunkFailed(error["index"], error["type"], error["message"], error.get("traceback", ""))
+        exc.exc_module, exc.exc_qualname = error.get("module"), error.get("qualname")
     if exc.remote_traceback:
         exc.__cause__ = RemoteTraceback(exc.remote_traceback)
     return exc
@@ -154,7 +154,7 @@ class JsonLinesSink:
 
     def __call__(self, value: Any) -> None:
         try:
-            self.stream.write(json.dumps(value))
+            self.stream.write(codec.to_json(value))
             self.stream.write("\n")
         except OSError as exc:  # a full disk mid-job: one line, not a traceback
             raise UsageError(f"--output {getattr(self.stream, 'name', '')}: {exc.strerror}") from None

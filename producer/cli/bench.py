@@ -13,6 +13,7 @@ import sys
 from distloop.backends import BACKEND_NAMES
 from distloop.bench import format_table, plot, require_matplotlib, run_bench
 from distloop.cli.options import check_url
+from distloop.cli.output import stdout_to_stderr
 from distloop.ranges import parse_range
 from distloop.tasks.core import defaults
 from distloop.tasks.core.limits import check_positive
@@ -54,10 +55,11 @@ def main(args: argparse.Namespace) -> int:
         require_matplotlib()  # before the benchmark runs, not after
     backends = args.backends
     settings = Settings.from_env(broker_url=check_url(args.broker))
-    report = run_bench(
-        args.target, items, backends, settings=settings, workers=args.workers,
-        chunk_size=args.chunk_size, reduce=args.reduce, repeat=args.repeat,
-    )  # fmt: skip
+    with stdout_to_stderr(args.json):  # what f prints must not break the JSON object
+        report = run_bench(
+            args.target, items, backends, settings=settings, workers=args.workers,
+            chunk_size=args.chunk_size, reduce=args.reduce, repeat=args.repeat,
+        )  # fmt: skip
     if args.plot:
         plot(report, args.plot)
     if args.json:

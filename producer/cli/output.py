@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
-import json
 import os
 import stat
 import sys
+from collections.abc import Iterator
 from typing import IO, Any
 
 from distloop.api import JobReport
 from distloop.cli.options import kernel_devices
+from distloop.tasks.core import codec
 from distloop.tasks.core.errors import UsageError
 
 
@@ -62,6 +64,26 @@ def close_output(stream: IO[str]) -> None:
         raise UsageError(f"--output {stream.name}: {exc.strerror}") from None
 
 
+@contextlib.contextmanager
+def stdout_to_stderr(active: bool) -> Iterator[None]:
+    """With ``--json``, stdout carries the one JSON object only: while the job runs, anything
+    written to it (``f`` printing on a local backend, forwarded worker output, a process
+    pool's children) goes to stderr instead, at the file-descriptor level.
+    """
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def emit(args: argparse.Namespace, report: JobReport) -> None:
     """Print the result: one JSON object (--json), or results on stdout and a summary on stderr."""
     if args.json:
@@ -74,15 +96,15 @@ def emit(args: argparse.Namespace, report: JobReport) -> None:
             payload["output"] = args.output
         else:
             payload["result"] = report.result
-        print(json.dumps(payload))
+        print(codec.to_json(payload))
         return
     if args.output:
         pass
     elif args.reduce:
-        print(json.dumps(report.result))
+        print(codec.to_json(report.result))
     else:
         for value in report.result:
-            print(json.dumps(value))
+            print(codec.to_json(value))
     where = f", written to {args.output}" if args.output else ""
     failed = f", {len(report.errors)} failed" if report.errors else ""
     print(

@@ -11,7 +11,7 @@ import sys
 from distloop.api import run_job
 from distloop.backends import BACKEND_NAMES
 from distloop.cli.options import check_url, positive_seconds
-from distloop.cli.output import close_output, emit, open_output
+from distloop.cli.output import close_output, emit, open_output, stdout_to_stderr
 from distloop.progress import progress_for
 from distloop.ranges import parse_range, range_length
 from distloop.tasks.core import defaults
@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress-every", type=positive_seconds, default=defaults.PROGRESS_INTERVAL,
                         metavar="SECONDS",
                         help=f"seconds between plain progress lines ({defaults.PROGRESS_INTERVAL:g})")  # fmt: skip
+    parser.add_argument("--forward-output", action=argparse.BooleanOptionalAction, default=None,
+                        help="show what f prints or logs on Celery workers, as [host:pid] line "
+                             "(default on; DISTLOOP_FORWARD_OUTPUT=0 turns it off)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -54,15 +57,16 @@ def main(args: argparse.Namespace) -> int:
     items = parse_range(args.range_text)
     if args.reduce and args.output is not None:  # the file would stay empty, and the value be lost
         raise UsageError("--reduce gives one value, printed on stdout: leave out --output (or --reduce)")
-    settings = Settings.from_env(broker_url=check_url(args.broker))
+    settings = Settings.from_env(broker_url=check_url(args.broker), forward_output=args.forward_output)
     output = open_output(args.output) if args.output is not None else None
     progress = progress_for(args.progress, total_items=range_length(items), every=args.progress_every)
     try:
-        report = run_job(
-            args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,
-            workers=args.workers, on_error=args.on_error, settings=settings, output=output,
-            progress=progress, timeout=args.timeout,
-        )  # fmt: skip
+        with stdout_to_stderr(args.json):
+            report = run_job(
+                args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,
+                workers=args.workers, on_error=args.on_error, settings=settings, output=output,
+                progress=progress, timeout=args.timeout,
+            )  # fmt: skip
     except ChunkFailed as exc:
         if exc.remote_traceback:
             print(exc.remote_traceback.rstrip(), file=sys.stderr)

@@ -27,6 +27,7 @@ ENV_TLS_CERT = "DISTLOOP_TLS_CERT_FILE"
 ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
 ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
+ENV_FORWARD_OUTPUT = "DISTLOOP_FORWARD_OUTPUT"
 #: Set by whoever starts a worker and waits for it (the embedded cluster): a file the
 #: worker creates once it consumes tasks.
 ENV_READY_FILE = "DISTLOOP_READY_FILE"
@@ -40,11 +41,11 @@ def split_patterns(text: str | None) -> tuple[str, ...]:
 FLAG_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
-def env_flag(env: Mapping[str, str], name: str) -> bool:
-    """A yes/no variable: unset or empty is no; anything but 1/0, true/false, yes/no, on/off is refused."""
+def env_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """A yes/no variable: unset or empty is ``default``; anything but 1/0, true/false, yes/no, on/off is refused."""
     text = env.get(name, "").strip().lower()
     if not text:
-        return False
+        return default
     if text not in FLAG_VALUES:
         raise UsageError(f"{name}={env[name]!r}: expected 1 or 0 (or true/false, yes/no, on/off)")
     return FLAG_VALUES[text]
@@ -122,6 +123,11 @@ class Settings:
     #: cost a worker about 1 ms of CPU per chunk, and a monitor that wants them
     #: (Flower, ``distloop flower``) switches them on by remote control.
     task_events: bool = False
+    #: Show on the producer's terminal what ``f`` prints or logs on Celery workers
+    #: (``DISTLOOP_FORWARD_OUTPUT=0``, ``--no-forward-output`` or ``forward_output=False``
+    #: turn it off; see :mod:`distloop.tasks.output`). A producer setting: each chunk's
+    #: message says whether its worker forwards.
+    forward_output: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -137,6 +143,7 @@ class Settings:
             "tls_key_file": env.get(ENV_TLS_KEY) or None,
             "tls_insecure": env_flag(env, ENV_TLS_INSECURE),
             "task_events": env_flag(env, ENV_TASK_EVENTS),
+            "forward_output": env_flag(env, ENV_FORWARD_OUTPUT, default=True),
         }
         limit = env_seconds(env, ENV_TIME_LIMIT)
         if limit is not None:
@@ -229,6 +236,9 @@ class Settings:
             "socket_connect_timeout": self.socket_connect_timeout,
             "health_check_interval": self.health_check_interval,
         }
+        # kombu's Redis transport base64-encodes every message body by default, on top of the
+        # JSON body, which already is text: a numpy array argument would be base64 twice.
+        broker_transport = {**transport, "body_encoding": "utf-8"}
         broker_tls = self.tls_for(self.effective_broker_url)
         result_tls = self.tls_for(self.effective_result_url)
         return {
@@ -238,7 +248,7 @@ class Settings:
             "result_backend": strip_tls_query(self.effective_result_url),
             "broker_use_ssl": broker_tls,
             "redis_backend_use_ssl": result_tls,
-            "broker_transport_options": transport,
+            "broker_transport_options": broker_transport,
             "result_backend_transport_options": dict(transport),
             "redis_socket_timeout": self.socket_timeout,
             "redis_socket_connect_timeout": self.socket_connect_timeout,
