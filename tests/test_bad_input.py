@@ -206,6 +206,13 @@ CASES = [
         (("DISTLOOP_ALLOW_FROM_STORE", "please"),),
     ),
     Case(
+        "forward output not a flag",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_FORWARD_OUTPUT='quiet': expected 1 or 0",
+        (("DISTLOOP_FORWARD_OUTPUT", "quiet"),),
+    ),
+    Case(
         "TLS CA file missing",
         (*SQUARE[:2], "--range", "3", "--broker", "rediss://127.0.0.1:1/0"),
         2,
