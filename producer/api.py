@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import uuid
@@ -14,7 +15,7 @@ from distloop.backends import get_backend
 from distloop.backends.base import Backend, JobSpec
 from distloop.dispatch import Progress, run_chunks
 from distloop.sizing import ChunkPlanner
-from distloop.tasks.core import codec
+from distloop.tasks.core import codec, defaults
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
@@ -45,6 +46,13 @@ def validate(reduce: str | None, on_error: str) -> None:
         raise UsageError(f"unknown --on-error {on_error!r}; choose from {', '.join(ON_ERROR)}")
 
 
+def validate_io_concurrency(io_concurrency: int | None) -> None:
+    if io_concurrency is not None and not 1 <= io_concurrency <= defaults.MAX_IO_CONCURRENCY:
+        raise UsageError(
+            f"--io-concurrency must be between 1 and {defaults.MAX_IO_CONCURRENCY}, not {io_concurrency}"
+        )
+
+
 def validate_timeout(timeout: float | None) -> None:
     if timeout is not None and not timeout > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {timeout}")
@@ -63,19 +71,24 @@ def chunk_size_option(chunk_size: int | str) -> int | None:
     return size
 
 
-def plan_chunks(items: range | list[Any], chunk_size: int | str, workers: int) -> ChunkPlanner:
-    """The job's chunk planner; a list of values becomes a range over their positions."""
+def plan_chunks(
+    items: range | list[Any], chunk_size: int | str, workers: int, io_concurrency: int | None = None
+) -> ChunkPlanner:
+    """The job's chunk planner; a list of values becomes a range over their positions.
+
+    ``io_concurrency``: set for an ``async def`` target (items awaited at once per chunk).
+    """
     fixed = chunk_size_option(chunk_size)
     if isinstance(items, range):
-        return ChunkPlanner(items, workers, 0.0, fixed)
-    return CallPlanner(items, workers, fixed)
+        return ChunkPlanner(items, workers, 0.0, fixed, io_concurrency=io_concurrency)
+    return CallPlanner(items, workers, fixed, io_concurrency)
 
 
 class CallPlanner(ChunkPlanner):
     """Chunks of explicit calls ``f(value)`` for an arbitrary iterable's values."""
 
-    def __init__(self, values: list[Any], workers: int, fixed: int | None) -> None:
-        super().__init__(range(len(values)), workers, 0.0, fixed)
+    def __init__(self, values: list[Any], workers: int, fixed: int | None, io_concurrency: int | None = None) -> None:
+        super().__init__(range(len(values)), workers, 0.0, fixed, io_concurrency=io_concurrency)
         self.values = values
 
     def __iter__(self) -> Iterator[ChunkSpec]:
@@ -98,12 +111,23 @@ def run_job(
     progress: Progress | None = None,
     job_id: str | None = None,
     timeout: float | None = None,
+    io_concurrency: int | None = None,
+    pool: str | None = None,
 ) -> JobReport:
     """Run ``f`` over ``items`` and report how; see :func:`run_loop`."""
     validate(reduce, on_error)
     validate_timeout(timeout)
+    if pool is not None:
+        if pool not in defaults.POOLS:
+            raise UsageError(f"unknown pool {pool!r}; choose from {', '.join(defaults.POOLS)}")
+        settings = (settings or Settings.from_env()).replace(pool=pool)
+    if io_concurrency is None and settings is not None:
+        io_concurrency = settings.io_concurrency
+    validate_io_concurrency(io_concurrency)
     target = f if isinstance(f, str) else target_of(f)
-    resolve(target)  # preflight: import it here (never call it), so a bad target fails fast
+    fn = resolve(target)  # preflight: import it here (never call it), so a bad target fails fast
+    # An async target's chunks await many items at once: the planner sizes them for it.
+    awaited = (io_concurrency or defaults.IO_CONCURRENCY) if inspect.iscoroutinefunction(fn) else None
     if not isinstance(items, range):
         items = list(items)
     sink = JsonLinesSink(output) if output is not None else ListSink()
@@ -114,7 +138,7 @@ def run_job(
         raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
     try:
         engine.start((target.rpartition(":")[0],))
-        planner = plan_chunks(items, chunk_size, engine.workers)
+        planner = plan_chunks(items, chunk_size, engine.workers, awaited)
         assembler.total_chunks = planner.estimated_chunks()
         # Everything `distloop resume` needs to finish the job is kept in its ledger.
         meta: dict[str, Any] = {"items": len(items), "chunk_size": planner.first_size, "chunks": assembler.total_chunks}
@@ -122,7 +146,9 @@ def run_job(
             meta["range"] = [items.start, items.stop, items.step]
         if output is not None and getattr(output, "name", None):
             meta["output"] = os.path.abspath(output.name)
-        job = JobSpec(job_id or uuid.uuid4().hex[:12], target, reduce, on_error, timeout, meta)
+        if io_concurrency:
+            meta["io_concurrency"] = io_concurrency
+        job = JobSpec(job_id or uuid.uuid4().hex[:12], target, reduce, on_error, timeout, meta, io_concurrency)
         if progress is not None:
             progress(assembler)  # show the totals before the first result
 
@@ -158,6 +184,11 @@ def run_loop(
     come back in loop order; with ``reduce`` ("sum", "min", "max", "count") the
     workers reduce and one value comes back. The first failing item raises
     :class:`~distloop.tasks.core.errors.ChunkFailed` with the worker's traceback as its cause.
-    Other options: ``workers``, ``on_error``, ``settings``, ``progress``.
+    Other options: ``workers``, ``on_error``, ``settings``, ``progress``, ``timeout``.
+
+    An ``async def`` ``f`` runs on every backend: each chunk's items are awaited
+    concurrently on one event loop per worker process, at most ``io_concurrency`` at
+    once (default: the workers' DISTLOOP_IO_CONCURRENCY, else 100). ``pool="threads"``
+    sends the chunks to ``distloop worker --pool threads`` workers (queue ``distloop.threads``).
     """
     return run_job(f, items, backend=backend, reduce=reduce, chunk_size=chunk_size, **options).result

@@ -10,6 +10,22 @@ never called in the producer's own process. Then each chunk holds about
 most an equal share of what remains (guided self-scheduling, so the last chunks
 are small and nothing straggles), and the job keeps at least
 :data:`defaults.MIN_CHUNKS_PER_WORKER` chunks per worker.
+
+Waiting from computing: every chunk reports its wall time (``seconds``) and the CPU
+time of the thread that ran it (``cpu_seconds``, :func:`time.thread_time`). An item
+whose CPU share is under :data:`defaults.WAITING_CPU_SHARE` waits (network, disk,
+sleep): the planner says so (:attr:`ChunkPlanner.waiting`), and the job's report and
+``distloop bench`` show the CPU used against the wall time. For waiting items the
+slots that keep a job busy are not cores but threads (the thread backend, a
+``--pool threads`` worker: ``workers`` counts them) or awaited items:
+
+- an ``async def`` target (``io_concurrency`` set) gets chunks of at least
+  ``io_concurrency`` items, probes included (at most an equal share per worker), so
+  that each process's event loop has its bound's worth of items to await; its
+  per-item cost is measured over chunks that ran concurrently, so it is already the
+  amortised cost;
+- blocking waits need one chunk in flight per thread: ``workers`` is the thread count,
+  and the probes (one per slot) are one item each when items are few.
 """
 
 from __future__ import annotations
@@ -36,26 +52,55 @@ class ChunkPlanner:
     With ``fixed`` set (``--chunk-size N``) every chunk has that size.
     """
 
-    def __init__(self, r: range, workers: int, cost: float, fixed: int | None = None, first_index: int = 0) -> None:
+    def __init__(
+        self,
+        r: range,
+        workers: int,
+        cost: float,
+        fixed: int | None = None,
+        first_index: int = 0,
+        io_concurrency: int | None = None,
+    ) -> None:
         self.range = r
         self.workers = max(1, workers)
         self.fixed = fixed
         self.cost = cost
+        self.io_concurrency = io_concurrency  # set for an async target: items awaited at once per chunk
         self.first_size = fixed or auto_chunk_size(len(r), cost, workers)  # the cap on every chunk
+        if io_concurrency and not fixed:
+            self.first_size = max(self.first_size, self.loop_share(len(r)))
+        self.cpu_share: float | None = None  # CPU time / wall time of the chunks so far
         self.largest = 0  # largest chunk handed out
         self.sent = 0  # chunks handed out so far
         self.first_index = first_index
         self.offset = 0  # items handed out so far
+
+    def loop_share(self, remaining: int) -> int:
+        """An async target's least chunk: its bound's worth of items, at most an equal share per worker."""
+        return max(1, min(self.io_concurrency or 1, math.ceil(remaining / self.workers)))
 
     def observe(self, result: ChunkResult) -> None:
         """Fold a finished chunk's timing into the cost estimate (recent chunks weigh most)."""
         if result.items and result.seconds > 0:
             latest = result.seconds / result.items
             self.cost = latest if self.cost <= 0 else 0.5 * self.cost + 0.5 * latest
+            share = min(1.0, result.cpu_seconds / result.seconds)
+            self.cpu_share = share if self.cpu_share is None else 0.5 * self.cpu_share + 0.5 * share
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the items mostly wait (CPU share under :data:`defaults.WAITING_CPU_SHARE`), by what came back."""
+        return self.cpu_share is not None and self.cpu_share < defaults.WAITING_CPU_SHARE
 
     def next_size(self, remaining: int) -> int:
         if self.fixed:
             return self.fixed
+        if self.io_concurrency:
+            # An event loop per chunk: never fewer items than it awaits at once (nor than a share).
+            return max(self._next_size(remaining), min(self.loop_share(remaining), remaining))
+        return self._next_size(remaining)
+
+    def _next_size(self, remaining: int) -> int:
         if self.cost <= 0:  # nothing measured yet: a small probe chunk
             return max(1, min(defaults.PROBE_CHUNK_ITEMS, self.first_size, remaining))
         size = min(self.first_size, max(1, int(defaults.TARGET_CHUNK_SECONDS / self.cost)))

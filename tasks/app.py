@@ -41,9 +41,14 @@ app = make_app(settings)
     max_retries=defaults.WORKER_LOST_RETRIES, default_retry_delay=0,
 )  # fmt: skip
 def chunk(
-    self: Any, job_id: str, target: str, spec: dict[str, Any], reduce: str | None = None, on_error: str = "raise"
+    self: Any, job_id: str, target: str, spec: dict[str, Any], reduce: str | None = None, on_error: str = "raise",
+    io_concurrency: int | None = None,
 ) -> None:
-    """Run one chunk of a job and store its result in the job ledger."""
+    """Run one chunk of a job and store its result in the job ledger.
+
+    ``io_concurrency``: the job's bound on an ``async def`` target's items awaited at
+    once (None: this worker's own DISTLOOP_IO_CONCURRENCY, else the default).
+    """
     store = runtime.job_store()
     if not store.mark_started(job_id, spec["index"], self.request.hostname or ""):
         return  # the job was cancelled or has finished: nothing to do
@@ -52,7 +57,8 @@ def chunk(
         allow += store.allowed()
     # Under a --timeout (a per-task time limit) go item by item, so the stuck item is known.
     fast = not any(self.request.timelimit or ())
-    result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, allow, fast)
+    bound = min(int(io_concurrency or settings.effective_io_concurrency), defaults.MAX_IO_CONCURRENCY)
+    result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, allow, fast, bound)
     result.host = self.request.hostname or ""
     if result.fatal:
         logger.warning("refused chunk %s of job %s: %s", result.index, job_id, result.fatal["message"])

@@ -8,6 +8,7 @@ data, so that a failed item never loses the rest of its chunk's work.
 
 from __future__ import annotations
 
+import inspect
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 
-from distloop.tasks.core import codec
+from distloop.tasks.core import codec, defaults
 from distloop.tasks.core.errors import TargetError, TargetNotAllowed
 from distloop.tasks.targets import resolve
 
@@ -98,6 +99,8 @@ class ChunkResult:
     fatal: dict[str, Any] | None = None
     host: str = ""
     seconds: float = 0.0
+    # CPU seconds of the thread that ran the chunk: with ``seconds``, tells waiting from computing.
+    cpu_seconds: float = 0.0
 
     def to_wire(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and v != []}
@@ -190,8 +193,12 @@ def run_chunk(
     reduce: str | None = None,
     on_error: str = "raise",
     fast: bool = True,
+    io_concurrency: int | None = None,
 ) -> ChunkResult:
     """Run ``fn`` over ``chunk``'s items; never raises for an item's failure.
+
+    A coroutine function's items run concurrently, ``io_concurrency`` at a time, on
+    this thread's event loop (:mod:`distloop.tasks.aio`).
 
     With ``fast``, range chunks first take a fast path; if any item fails, the
     chunk is run again item by item to find and report exactly which (chunks
@@ -199,6 +206,12 @@ def run_chunk(
     ``--timeout`` go item by item from the start, so the stuck item is known.
     """
     started = time.perf_counter()
+    if inspect.iscoroutinefunction(fn):
+        from distloop.tasks import aio  # it builds on this module
+
+        result = aio.run_async_chunk(fn, chunk, reduce, on_error, io_concurrency or defaults.IO_CONCURRENCY)
+        result.seconds = time.perf_counter() - started
+        return result
     if fast and chunk.calls is None:
         try:
             result = _fast_chunk(fn, chunk, reduce)
@@ -263,6 +276,7 @@ def run_named_chunk(
     on_error: str = "raise",
     allow: Any = None,
     fast: bool = True,
+    io_concurrency: int | None = None,
 ) -> ChunkResult:
     """Resolve ``target`` (against ``allow``) and run the chunk; a refusal is a fatal result."""
     try:
@@ -270,4 +284,7 @@ def run_named_chunk(
     except TargetError as exc:
         kind = "not_allowed" if isinstance(exc, TargetNotAllowed) else "target"
         return ChunkResult(index=chunk.index, fatal={"kind": kind, "message": str(exc)})
-    return run_chunk(fn, chunk, reduce, on_error, fast)
+    cpu = time.thread_time()
+    result = run_chunk(fn, chunk, reduce, on_error, fast, io_concurrency)
+    result.cpu_seconds = time.thread_time() - cpu
+    return result

@@ -31,6 +31,8 @@ class JobSpec:
     timeout: float | None = None
     #: What the job's ledger records besides the fields above (items, range, output...).
     meta: Mapping[str, Any] = field(default_factory=dict)
+    #: Items of an ``async def`` target awaited at once per process (None: the workers' setting).
+    io_concurrency: int | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ ENV_TLS_CERT = "DISTLOOP_TLS_CERT_FILE"
 ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
 ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
+ENV_IO_CONCURRENCY = "DISTLOOP_IO_CONCURRENCY"
+ENV_POOL = "DISTLOOP_POOL"
 #: Set by whoever starts a worker and waits for it (the embedded cluster): a file the
 #: worker creates once it consumes tasks.
 ENV_READY_FILE = "DISTLOOP_READY_FILE"
@@ -92,6 +94,13 @@ class Settings:
     #: cost a worker about 1 ms of CPU per chunk, and a monitor that wants them
     #: (Flower, ``distloop flower``) switches them on by remote control.
     task_events: bool = False
+    #: Items of an ``async def`` target awaited at once per worker process
+    #: (``DISTLOOP_IO_CONCURRENCY``, ``--io-concurrency``). None: a job sends none, and
+    #: each worker uses its own setting, else :data:`defaults.IO_CONCURRENCY`.
+    io_concurrency: int | None = None
+    #: The workers' pool kind (``DISTLOOP_POOL``, ``--pool``): a worker serves that kind's
+    #: queue, a producer sends its chunks there (:func:`defaults.queue_for`).
+    pool: str = "prefork"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -108,6 +117,10 @@ class Settings:
             "tls_insecure": env.get(ENV_TLS_INSECURE, "").strip().lower() in ("1", "true", "yes"),
             "task_events": env.get(ENV_TASK_EVENTS, "").strip().lower() in ("1", "true", "yes"),
         }
+        if env.get(ENV_IO_CONCURRENCY):
+            values["io_concurrency"] = int(env[ENV_IO_CONCURRENCY])
+        if env.get(ENV_POOL):
+            values["pool"] = env[ENV_POOL]
         if env.get(ENV_TIME_LIMIT):
             limit = float(env[ENV_TIME_LIMIT])
             values["chunk_time_limit"] = limit
@@ -131,6 +144,15 @@ class Settings:
         return self.result_url or self.effective_broker_url
 
     @property
+    def effective_io_concurrency(self) -> int:
+        return self.io_concurrency or defaults.IO_CONCURRENCY
+
+    @property
+    def queue(self) -> str:
+        """The queue of this pool kind's workers."""
+        return defaults.queue_for(self.pool)
+
+    @property
     def allowed_patterns(self) -> tuple[str, ...]:
         return defaults.ALWAYS_ALLOWED + tuple(p for p in self.allow if p not in defaults.ALWAYS_ALLOWED)
 
@@ -149,6 +171,10 @@ class Settings:
             env[ENV_TLS_INSECURE] = "1"
         if self.task_events:
             env[ENV_TASK_EVENTS] = "1"
+        if self.io_concurrency:
+            env[ENV_IO_CONCURRENCY] = str(self.io_concurrency)
+        if self.pool != "prefork":
+            env[ENV_POOL] = self.pool
         return env
 
     def check_tls(self) -> None:
@@ -229,7 +255,7 @@ class Settings:
             "worker_send_task_events": self.task_events,
             "task_send_sent_event": self.task_events,
             "task_track_started": True,
-            "task_default_queue": defaults.QUEUE,
+            "task_default_queue": self.queue,
             # Each worker also consumes its own queue (``<hostname>.dq2``): a chunk one worker
             # refused (its code or allow-list differs) is handed to another by name.
             "worker_direct": True,
