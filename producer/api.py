@@ -37,6 +37,7 @@ class JobReport:
     hosts: dict[str, dict[str, int]] = field(default_factory=dict)
     startup_s: float = 0.0
     compute_s: float = 0.0  # seconds the chunks spent in f, summed over workers
+    cpu_s: float = 0.0  # CPU seconds of the threads that ran the chunks, as the workers measured them
 
 
 def validate(reduce: str | None, on_error: str) -> None:
@@ -152,7 +153,10 @@ def run_job(
         if progress is not None:
             progress(assembler)  # show the totals before the first result
 
+        cpu = [0.0]
+
         def observe(result: ChunkResult) -> None:
+            cpu[0] += result.cpu_seconds
             planner.observe(result)
             assembler.total_chunks = planner.estimated_chunks()
 
@@ -165,7 +169,7 @@ def run_job(
     result = assembler.value if reduce else (sink.values if isinstance(sink, ListSink) else None)
     return JobReport(
         job.job_id, engine.name, len(items), planner.sent, planner.largest, wall, result,
-        assembler.errors, assembler.hosts, engine.startup_s, assembler.compute_s,
+        assembler.errors, assembler.hosts, engine.startup_s, assembler.compute_s, cpu[0],
     )  # fmt: skip
 
 

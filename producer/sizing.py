@@ -70,6 +70,7 @@ class ChunkPlanner:
         if io_concurrency and not fixed:
             self.first_size = max(self.first_size, self.loop_share(len(r)))
         self.cpu_share: float | None = None  # CPU time / wall time of the chunks so far
+        self.wait_size: int | None = None  # chunk size for blocking waits, set once they are seen
         self.largest = 0  # largest chunk handed out
         self.sent = 0  # chunks handed out so far
         self.first_index = first_index
@@ -103,7 +104,15 @@ class ChunkPlanner:
     def _next_size(self, remaining: int) -> int:
         if self.cost <= 0:  # nothing measured yet: a small probe chunk
             return max(1, min(defaults.PROBE_CHUNK_ITEMS, self.first_size, remaining))
-        size = min(self.first_size, max(1, int(defaults.TARGET_CHUNK_SECONDS / self.cost)))
+        by_time = max(1, int(defaults.TARGET_CHUNK_SECONDS / self.cost))
+        if self.waiting and not self.io_concurrency:
+            # Blocking waits: one chunk per slot for what remains once the probes said so (a
+            # thread waits, it does not compute) keeps every slot busy with the fewest
+            # messages; the time target still bounds a chunk.
+            if self.wait_size is None:
+                self.wait_size = math.ceil(remaining / self.workers)
+            return max(1, min(self.wait_size, by_time, remaining))
+        size = min(self.first_size, by_time)
         # The floor keeps the last chunks worth a message, but stays under a quarter of the
         # balance cap: an early estimate can be far too low (items that grow costlier), and
         # a floor made from it would stop the tail from shrinking at all.

@@ -10,6 +10,7 @@ handed to another live worker (:mod:`distloop.backends.refusals`).
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -70,6 +71,11 @@ class CeleryBackend(Backend):
     @property
     def workers(self) -> int:
         return self._workers or self.requested_workers or 1
+
+    @property
+    def cores(self) -> int:
+        """This machine's for the embedded cluster; else the workers' processes (prefork: one per core)."""
+        return (os.cpu_count() or 1) if self.embedded else self.workers
 
     @property
     def embedded(self) -> bool:
