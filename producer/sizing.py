@@ -98,7 +98,9 @@ class ChunkPlanner:
             return self.fixed
         if self.io_concurrency:
             # An event loop per chunk: never fewer items than it awaits at once (nor than a share).
-            return max(self._next_size(remaining), min(self.loop_share(remaining), remaining))
+            # The probes take their share of the whole range (one per worker), later chunks of what remains.
+            share = self.loop_share(len(self.range) if self.cost <= 0 else remaining)
+            return max(self._next_size(remaining), min(share, remaining))
         return self._next_size(remaining)
 
     def _next_size(self, remaining: int) -> int:
