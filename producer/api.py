@@ -49,9 +49,7 @@ def validate(reduce: str | None, on_error: str) -> None:
 
 def validate_io_concurrency(io_concurrency: int | None) -> None:
     if io_concurrency is not None and not 1 <= io_concurrency <= defaults.MAX_IO_CONCURRENCY:
-        raise UsageError(
-            f"--io-concurrency must be between 1 and {defaults.MAX_IO_CONCURRENCY}, not {io_concurrency}"
-        )
+        raise UsageError(f"--io-concurrency must be between 1 and {defaults.MAX_IO_CONCURRENCY}, not {io_concurrency}")
 
 
 def validate_timeout(timeout: float | None) -> None:

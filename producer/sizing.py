@@ -100,7 +100,10 @@ class ChunkPlanner:
             # An event loop per chunk: never fewer items than it awaits at once (nor than a share).
             # The probes take their share of the whole range (one per worker), later chunks of what remains.
             share = self.loop_share(len(self.range) if self.cost <= 0 else remaining)
-            return max(self._next_size(remaining), min(share, remaining))
+            size = max(self._next_size(remaining), min(share, remaining))
+            # Whole rounds of the bound: 250 items awaited 100 at a time wait three times, as 300 would.
+            rounds = size // self.io_concurrency
+            return min(rounds * self.io_concurrency, remaining) if rounds else size
         return self._next_size(remaining)
 
     def _next_size(self, remaining: int) -> int:

@@ -161,7 +161,7 @@ def _assemble(chunk: ChunkSpec, items: _Items, reduce: str | None, on_error: str
                 error = item_error(index, exc, with_traceback=False) | {"type": "NotJSONable"}
             except Exception as exc:  # the reduce op refused the value (None in a sum...)
                 error = item_error(index, exc)
-        elif kind == "error":
+        elif kind == "error" and isinstance(value, BaseException):
             error = item_error(index, value)
         elif kind == "timeout":
             error = timeout_error(index)

@@ -41,7 +41,12 @@ app = make_app(settings)
     max_retries=defaults.WORKER_LOST_RETRIES, default_retry_delay=0,
 )  # fmt: skip
 def chunk(
-    self: Any, job_id: str, target: str, spec: dict[str, Any], reduce: str | None = None, on_error: str = "raise",
+    self: Any,
+    job_id: str,
+    target: str,
+    spec: dict[str, Any],
+    reduce: str | None = None,
+    on_error: str = "raise",
     io_concurrency: int | None = None,
 ) -> None:
     """Run one chunk of a job and store its result in the job ledger.

@@ -162,3 +162,9 @@ async def async_stuck_at_3(i: int) -> int:
             raise
     await asyncio.sleep(0.01)
     return i
+
+
+async def async_sleep_square(i: int) -> int:
+    """``sleep_square`` awaited: 50 ms on the event loop, no CPU, returns i*i (the multi-host async row)."""
+    await asyncio.sleep(0.05)
+    return i * i

@@ -42,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="per chunk: an item still running after SECONDS is reported failed (celery backend)",
     )
     parser.add_argument("--io-concurrency", type=int, metavar="N",
-                        help=f"async def targets: items awaited at once per worker process (default "
-                        f"DISTLOOP_IO_CONCURRENCY, else {defaults.IO_CONCURRENCY}; at most {defaults.MAX_IO_CONCURRENCY})")  # fmt: skip
+                        help="async def targets: items awaited at once per worker process (default "
+                        f"DISTLOOP_IO_CONCURRENCY, else {defaults.IO_CONCURRENCY}; "
+                        f"at most {defaults.MAX_IO_CONCURRENCY})")  # fmt: skip
     parser.add_argument("--pool", choices=pool_choices(),
                         help="celery backend: the workers' pool kind; threads/gevent for blocking I/O"
                         " (queue distloop.<pool>; embedded cluster: a threads worker)")  # fmt: skip

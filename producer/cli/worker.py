@@ -57,7 +57,8 @@ def main(args: argparse.Namespace) -> int:
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, not {concurrency}")
     if waiting and concurrency > defaults.MAX_POOL_CONCURRENCY:
-        raise UsageError(f"--concurrency {concurrency}: a {settings.pool} pool runs at most {defaults.MAX_POOL_CONCURRENCY}")
+        limit = defaults.MAX_POOL_CONCURRENCY
+        raise UsageError(f"--concurrency {concurrency}: a {settings.pool} pool runs at most {limit}")
     hostname = args.hostname or "distloop@%h"
     shown = host_format(hostname)  # the name Celery will use, as in `hosts` of run --json
     # One clear line (exit 3) for a wrong password or an unreachable Redis, instead
