@@ -71,7 +71,11 @@ def chunk_size_option(chunk_size: int | str) -> int | None:
 
 
 def plan_chunks(
-    items: range | list[Any], chunk_size: int | str, workers: int, io_concurrency: int | None = None
+    items: range | list[Any],
+    chunk_size: int | str,
+    workers: int,
+    io_concurrency: int | None = None,
+    threaded: bool = False,
 ) -> ChunkPlanner:
     """The job's chunk planner; a list of values becomes a range over their positions.
 
@@ -79,15 +83,22 @@ def plan_chunks(
     """
     fixed = chunk_size_option(chunk_size)
     if isinstance(items, range):
-        return ChunkPlanner(items, workers, 0.0, fixed, io_concurrency=io_concurrency)
-    return CallPlanner(items, workers, fixed, io_concurrency)
+        return ChunkPlanner(items, workers, 0.0, fixed, io_concurrency=io_concurrency, threaded=threaded)
+    return CallPlanner(items, workers, fixed, io_concurrency, threaded)
 
 
 class CallPlanner(ChunkPlanner):
     """Chunks of explicit calls ``f(value)`` for an arbitrary iterable's values."""
 
-    def __init__(self, values: list[Any], workers: int, fixed: int | None, io_concurrency: int | None = None) -> None:
-        super().__init__(range(len(values)), workers, 0.0, fixed, io_concurrency=io_concurrency)
+    def __init__(
+        self,
+        values: list[Any],
+        workers: int,
+        fixed: int | None,
+        io_concurrency: int | None = None,
+        threaded: bool = False,
+    ) -> None:
+        super().__init__(range(len(values)), workers, 0.0, fixed, io_concurrency=io_concurrency, threaded=threaded)
         self.values = values
 
     def __iter__(self) -> Iterator[ChunkSpec]:
@@ -137,7 +148,7 @@ def run_job(
         raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
     try:
         engine.start((target.rpartition(":")[0],))
-        planner = plan_chunks(items, chunk_size, engine.workers, awaited)
+        planner = plan_chunks(items, chunk_size, engine.workers, awaited, engine.threaded)
         assembler.total_chunks = planner.estimated_chunks()
         # Everything `distloop resume` needs to finish the job is kept in its ledger.
         meta: dict[str, Any] = {"items": len(items), "chunk_size": planner.first_size, "chunks": assembler.total_chunks}

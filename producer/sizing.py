@@ -24,8 +24,11 @@ slots that keep a job busy are not cores but threads (the thread backend, a
   that each process's event loop has its bound's worth of items to await; its
   per-item cost is measured over chunks that ran concurrently, so it is already the
   amortised cost;
-- blocking waits need one chunk in flight per thread: ``workers`` is the thread count,
-  and the probes (one per slot) are one item each when items are few.
+- blocking waits need one chunk in flight per thread: ``workers`` is the thread count.
+  On threads (``threaded``: the thread backend, a threads or gevent pool) the probes, one
+  per thread, share the range (at most :data:`defaults.PROBE_CHUNK_ITEMS` items each): 400
+  items on 64 threads go out as 58 chunks of 7 at once, no probe round first; once the
+  chunks say the items wait, what remains is cut once into one chunk per thread.
 """
 
 from __future__ import annotations
@@ -60,12 +63,14 @@ class ChunkPlanner:
         fixed: int | None = None,
         first_index: int = 0,
         io_concurrency: int | None = None,
+        threaded: bool = False,
     ) -> None:
         self.range = r
         self.workers = max(1, workers)
         self.fixed = fixed
         self.cost = cost
         self.io_concurrency = io_concurrency  # set for an async target: items awaited at once per chunk
+        self.threaded = threaded  # the slots are threads (made for waiting): probes fill them
         self.first_size = fixed or auto_chunk_size(len(r), cost, workers)  # the cap on every chunk
         if io_concurrency and not fixed:
             self.first_size = max(self.first_size, self.loop_share(len(r)))
@@ -108,12 +113,17 @@ class ChunkPlanner:
 
     def _next_size(self, remaining: int) -> int:
         if self.cost <= 0:  # nothing measured yet: a small probe chunk
+            if self.threaded:  # threads are there for waits: the probes share the range among them
+                return max(1, min(defaults.PROBE_CHUNK_ITEMS, math.ceil(len(self.range) / self.workers), remaining))
             return max(1, min(defaults.PROBE_CHUNK_ITEMS, self.first_size, remaining))
         by_time = max(1, int(defaults.TARGET_CHUNK_SECONDS / self.cost))
-        if self.waiting and not self.io_concurrency:
-            # Blocking waits: one chunk per slot for what remains once the probes said so (a
-            # thread waits, it does not compute) keeps every slot busy with the fewest
-            # messages; the time target still bounds a chunk.
+        if self.waiting and (self.threaded or self.io_concurrency):
+            # Waits: one chunk per slot (thread, or process awaiting many) for what remains
+            # once the probes said so keeps every slot busy with the fewest messages and
+            # gaps between chunks (a slot waits, it does not compute, so there is little
+            # to balance); the time target still bounds a chunk. Only where slots wait well:
+            # a process that waits on one item at a time gains nothing from it, and on a
+            # loaded machine a starved computing chunk can look like a waiting one.
             if self.wait_size is None:
                 self.wait_size = math.ceil(remaining / self.workers)
             return max(1, min(self.wait_size, by_time, remaining))

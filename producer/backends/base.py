@@ -63,6 +63,11 @@ class Backend(ABC):
         """How many chunks can run at once (for sizing and the in-flight window)."""
 
     @property
+    def threaded(self) -> bool:
+        """Whether the backend's slots are threads (or greenlets), there for waiting work."""
+        return False
+
+    @property
     def cores(self) -> int:
         """Cores the chunks run on (CPU utilisation is CPU time over wall time times this)."""
         return min(self.workers, os.cpu_count() or 1)

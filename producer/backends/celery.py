@@ -73,6 +73,11 @@ class CeleryBackend(Backend):
         return self._workers or self.requested_workers or 1
 
     @property
+    def threaded(self) -> bool:
+        """Workers of a threads or gevent pool: their slots are threads."""
+        return self.settings.pool != "prefork"
+
+    @property
     def cores(self) -> int:
         """This machine's for the embedded cluster; else the workers' processes (prefork: one per core)."""
         return (os.cpu_count() or 1) if self.embedded else self.workers

@@ -116,6 +116,10 @@ class ThreadBackend(PoolBackend):
     name = "thread"
 
     @property
+    def threaded(self) -> bool:
+        return True
+
+    @property
     def workers(self) -> int:
         return self.requested_workers or defaults.THREAD_WORKERS
 
