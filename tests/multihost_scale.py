@@ -27,6 +27,23 @@ from tests.netlab import NetLab, can_make_namespaces
 ITEM_S = 0.05
 
 
+def host_walls(counts: list[int], items: int, chunk: int | str, target: str, repeat: int) -> list[tuple[int, float]]:
+    """Median wall time of the job on each number of worker hosts in ``counts`` (2 processes each)."""
+    cluster = MultiHost(NetLab().open(), Path(tempfile.mkdtemp(prefix="distloop-scale-")))
+    rows = []
+    try:
+        cluster.start_redis()
+        for hosts in counts:
+            while len(cluster.workers) < hosts:
+                cluster.start_worker(concurrency=2)
+            walls = [scale_run(cluster, items, chunk, target)["wall_s"] for _ in range(repeat)]
+            rows.append((hosts, statistics.median(walls)))
+            print(f"{hosts} host(s): {', '.join(f'{w:.2f}' for w in walls)} s", file=sys.stderr)
+    finally:
+        cluster.close()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=("blocking", "async"), default="blocking")
@@ -45,18 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     target = "tests.workloads:async_sleep_square" if awaited else "tests.workloads:sleep_square"
     concurrency = defaults.IO_CONCURRENCY if awaited else 1  # items each process waits on at once
     counts = [int(n) for n in args.hosts.split(",")]
-    cluster = MultiHost(NetLab().open(), Path(tempfile.mkdtemp(prefix="distloop-scale-")))
-    rows = []
-    try:
-        cluster.start_redis()
-        for hosts in counts:
-            while len(cluster.workers) < hosts:
-                cluster.start_worker(concurrency=2)
-            walls = [scale_run(cluster, items, chunk, target)["wall_s"] for _ in range(args.repeat)]
-            rows.append((hosts, statistics.median(walls)))
-            print(f"{hosts} host(s): {', '.join(f'{w:.2f}' for w in walls)} s", file=sys.stderr)
-    finally:
-        cluster.close()
+    rows = host_walls(counts, items, chunk, target, args.repeat)
     base = rows[0][1]
     ideal = items * ITEM_S / (2 * concurrency)  # one host, 2 processes, no overhead
     kind = f"asyncio.sleep, {concurrency} awaited per process" if awaited else "sleep"

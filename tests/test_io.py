@@ -7,6 +7,11 @@ runs from a project folder outside the repository.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +99,30 @@ def test_async_timeout_cancels_the_pending_coroutines(workers: Workers, tmp_path
     code, report = run_json(workers, "tests.workloads:async_square", "--range", "0:40")
     assert code == 0 and report["result"] == SQUARES
     assert "hard time limit" not in workers.logs()
+
+
+def test_cancelling_the_job_stops_its_pending_coroutines(workers: Workers, tmp_path: Path) -> None:
+    """Ctrl-C on the producer revokes the running chunk: its coroutines never get to finish."""
+    workers.start(concurrency=1, extra_env={"DISTLOOP_TEST_DIR": str(tmp_path)})
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "distloop", "run", "tests.workloads:async_wait_then_mark", "--range", "0:20",
+         "--chunk-size", "20", "--no-progress"],
+        cwd=ROOT, env={**os.environ, **broker_env(workers)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 20, 60, "every item of the chunk awaiting")
+        producer.send_signal(signal.SIGINT)
+        _, err = producer.communicate(timeout=30)
+        assert producer.returncode == 130 and "interrupted" in err, err
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+    # Past the point where the items would have finished: none did.
+    time.sleep(6)
+    assert not list(tmp_path.glob("done-*"))
+    code, report = run_json(workers, "tests.workloads:async_square", "--range", "0:40")
+    assert code == 0 and report["result"] == SQUARES  # the worker serves the next job
 
 
 def test_executor_submit_and_map_and_pool_map_take_coroutine_functions(shared_workers: Workers) -> None:

@@ -168,3 +168,12 @@ async def async_sleep_square(i: int) -> int:
     """``sleep_square`` awaited: 50 ms on the event loop, no CPU, returns i*i (the multi-host async row)."""
     await asyncio.sleep(0.05)
     return i * i
+
+
+async def async_wait_then_mark(i: int, seconds: float = 4.0) -> int:
+    """Note that item ``i`` started (``started-i``), await ``seconds``, then note that it finished (``done-i``)."""
+    folder = os.environ["DISTLOOP_TEST_DIR"]
+    open(os.path.join(folder, f"started-{i}"), "w").close()
+    await asyncio.sleep(seconds)
+    open(os.path.join(folder, f"done-{i}"), "w").close()
+    return i

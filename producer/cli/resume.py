@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from distloop.cli.output import emit, open_output
+from distloop.cli.worker import pool_choices
 from distloop.progress import progress_for
 from distloop.resume import resume_job
 from distloop.tasks.core.settings import Settings
@@ -24,10 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress on stderr (default: when stderr is a terminal)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--pool", choices=pool_choices(),
+                        help="the pool kind of the job's workers, as given to `run` (default prefork)")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(broker_url=args.broker)
+    settings = Settings.from_env(broker_url=args.broker, pool=args.pool)
     progress = progress_for(args.progress, total_items=0)
     try:
         resumed = resume_job(args.job, settings, open_output=open_output, progress=progress)
