@@ -231,3 +231,22 @@ def test_threads_backend_thread_count(redis_server: RedisServer) -> None:
     assert get_backend("thread", workers=3).workers == 3
     assert get_backend("process").workers >= 1
     assert settings_for(redis_server).replace(pool="threads").queue == "distloop.threads"
+
+
+# --- item 3: distloop bench reports CPU utilisation per backend ---
+
+
+def test_bench_reports_cpu_utilisation_low_for_waiting_loops(shared_workers: Workers) -> None:
+    done = run_cli("bench", "distloop.tasks.demo:fetch_data_blocking", "--range", "0:64",
+                   "--backends", "thread,process", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)["backends"]
+    for name in ("serial", "thread", "process"):
+        assert runs[name]["cores"] >= 1 and 0 <= runs[name]["cpu_s"]
+        # A sleep uses no CPU however loaded the machine: far under one core's worth.
+        assert runs[name]["cpu_util"] < 0.2
+    done = run_cli("bench", "distloop.tasks.demo:fetch_data", "--range", "0:200", "--backends", "celery",
+                   env=broker_env(shared_workers))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    header = done.stdout.splitlines()[1].split()
+    assert header[-1] == "cpu" and "cpu: CPU time of the threads running f" in done.stdout

@@ -1,8 +1,9 @@
-"""Serve chunks on this host: a Celery prefork worker with distloop's settings.
+"""Serve chunks on this host: a Celery worker with distloop's settings.
 
 Equivalent to `celery -A distloop.tasks worker -P prefork -Q distloop` with the same
-DISTLOOP_* environment; this command checks the broker first, prints what it
-serves (password masked), then becomes that worker (same process id).
+DISTLOOP_* environment (`--pool threads`: `-P threads -Q distloop.threads`, for blocking
+I/O); this command checks the broker first, prints what it serves (password masked),
+then becomes that worker (same process id).
 """
 
 from __future__ import annotations
