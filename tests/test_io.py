@@ -125,6 +125,41 @@ def test_cancelling_the_job_stops_its_pending_coroutines(workers: Workers, tmp_p
     assert code == 0 and report["result"] == SQUARES  # the worker serves the next job
 
 
+def test_async_job_resumed_after_its_producer_died_keeps_its_bound(
+    workers: Workers, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    workers.start(concurrency=2)
+    out = tmp_path / "resumed.jsonl"
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "distloop", "run", "tests.workloads:async_in_flight_slow", "--range", "0:48",
+         "--chunk-size", "4", "--io-concurrency", "2", "--output", str(out), "--no-progress"],
+        cwd=ROOT, env={**os.environ, **broker_env(workers)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis_server.client()
+    try:
+
+        def checkpointed_job() -> str | None:
+            for key in client.scan_iter(match="distloop:job:*"):
+                name = key.decode()
+                state = client.hget(name, "checkpoint") if name.count(":") == 2 else None
+                if state and json.loads(state)["next"] >= 1:
+                    return name.split(":")[2]
+            return None
+
+        job_id = wait_until(checkpointed_job, 60, "a checkpoint written")
+        producer.kill()
+        producer.wait(10)
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+    assert json.loads(client.hget(f"distloop:job:{job_id}", "io_concurrency")) == 2
+    resumed = run_cli("resume", job_id, env=broker_env(workers), timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    values = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(values) == 48 and max(values) == 2  # every item, never more than 2 awaited at once
+    assert "re-ran" in resumed.stderr
+
+
 def test_executor_submit_and_map_and_pool_map_take_coroutine_functions(shared_workers: Workers) -> None:
     broker = shared_workers.settings.effective_broker_url
     with CeleryExecutor(broker=broker) as ex:

@@ -177,3 +177,15 @@ async def async_wait_then_mark(i: int, seconds: float = 4.0) -> int:
     await asyncio.sleep(seconds)
     open(os.path.join(folder, f"done-{i}"), "w").close()
     return i
+
+
+async def async_in_flight_slow(i: int) -> int:
+    """``async_in_flight`` over 0.25 s: a job long enough to be interrupted, reporting its bound."""
+    global _in_flight
+    _in_flight += 1
+    seen = _in_flight
+    try:
+        await asyncio.sleep(0.25)
+    finally:
+        _in_flight -= 1
+    return seen
