@@ -230,7 +230,7 @@ CASES = [
         "thread workers above the cap",
         (*SQUARE[:2], "--range", "3", "--backend", "thread", "--workers", "100000"),
         2,
-        "--workers 100000 is above this machine's cap",
+        "--workers 100000 is above the cap of 1000",  # threads: higher than processes, still capped
         forks_nothing=True,
     ),
     Case(
