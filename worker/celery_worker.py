@@ -14,12 +14,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from distloop.tasks.core import defaults
+from distloop.tasks.core.limits import check_workers, pool_cap
 from distloop.tasks.core.settings import ENV_READY_FILE, Settings
 from distloop.worker.processes import ManagedProcess
 
 
-def worker_argv(concurrency: int, hostname: str, loglevel: str = "warning", quick: bool = False) -> list[str]:
-    """The command line of a distloop worker: prefork, distloop's queue.
+def worker_argv(
+    concurrency: int, hostname: str, loglevel: str = "warning", pool: str = "prefork", quick: bool = False
+) -> list[str]:
+    """The command line of a distloop worker: its pool kind, and that kind's queue.
+
+    ``prefork`` serves :data:`defaults.QUEUE`; ``threads`` and ``gevent`` serve their own
+    (:func:`defaults.queue_for`), so only jobs sent for waiting work reach them.
 
     ``quick``: through :mod:`distloop.worker.launch`, Celery's same ``worker`` command
     without the umbrella command's plugins (0.3 s sooner ready); else ``celery -A distloop.tasks worker``.
@@ -28,13 +34,14 @@ def worker_argv(concurrency: int, hostname: str, loglevel: str = "warning", quic
     only while a monitor asks for them (Flower does, every few seconds) or with
     ``DISTLOOP_TASK_EVENTS=1``.
     """
+    check_workers(concurrency, "--concurrency", pool_cap(pool))  # the last check before any fork
     # -P: the working directory is not put first on the import path before Celery and its
     # dependencies load, so a user's celery.py or redis.py there cannot stand in for them;
     # the user's own modules are imported from there all the same (distloop.tasks.targets).
     command = ["distloop.worker.launch"] if quick else ["celery", "-A", "distloop.tasks", "worker"]
     return [
         sys.executable, "-P", "-m", *command,
-        "-P", "prefork", "-c", str(concurrency), "-Q", defaults.QUEUE,
+        "-P", pool, "-c", str(concurrency), "-Q", defaults.queue_for(pool),
         "-n", hostname, "-l", loglevel, "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 
@@ -69,7 +76,7 @@ def start_worker(
     import_path: Sequence[str] = (),
     ready_file: str | None = None,
 ) -> ManagedProcess:
-    """Start one prefork worker; with ``wait``, return once it consumes tasks.
+    """Start one worker of ``settings.pool``'s kind; with ``wait``, return once it consumes tasks.
 
     Without ``wait`` the caller watches ``ready_file`` (the worker creates it once it
     consumes tasks) and removes it.
@@ -81,7 +88,7 @@ def start_worker(
     try:
         process = ManagedProcess(
             f"celery worker {hostname}",
-            worker_argv(concurrency, hostname, quick=True),
+            worker_argv(concurrency, hostname, pool=settings.pool, quick=True),
             env=env,
             cwd=cwd,
             log=log if log is not None else subprocess.DEVNULL,

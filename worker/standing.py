@@ -44,6 +44,7 @@ class StandingCluster:
         bind: str = "127.0.0.1",
         port: int | None = None,
         flower: bool = False,
+        flower_port: int | None = None,
     ) -> None:
         self.base = base
         self.concurrency = concurrency
@@ -51,6 +52,7 @@ class StandingCluster:
         self.bind = bind
         self.port = port
         self.with_flower = flower
+        self.flower_port = flower_port
         self.redis: RedisServer | None = None
         self.worker: ManagedProcess | None = None
         self.flower: FlowerProcess | None = None
@@ -68,7 +70,7 @@ class StandingCluster:
             self.worker = start_worker(settings, concurrency=self.concurrency, hostname=self.hostname, cwd=os.getcwd())
             env = {ENV_BROKER: self.redis.url, ENV_UP_PROJECT: os.getcwd()}
             if self.with_flower:
-                self.flower = start_flower(settings)
+                self.flower = start_flower(settings, port=self.flower_port, port_option="--flower-port")
                 # The one variable `distloop flower` reads (USER:PASS).
                 env[ENV_FLOWER_AUTH] = f"{self.flower.username}:{self.flower.password}"
             write_env_file(self.env_file, env)
