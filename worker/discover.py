@@ -9,7 +9,7 @@ facades read it, and use that cluster when:
 - it was started in this working directory (its workers import the project's
   modules from their own, the folder ``distloop up`` ran in);
 - its Redis answers PING within :data:`defaults.STANDING_PING_TIMEOUT`, and a live
-  distloop worker heartbeats there (:mod:`distloop.tasks.store.workers`).
+  distloop worker of the job's pool kind heartbeats there (:mod:`distloop.tasks.store.workers`).
 
 Otherwise the producer starts the embedded cluster as usual. Whichever is chosen
 when a file was found, one line on stderr says so, with the URL's password masked.
@@ -89,7 +89,7 @@ def find_standing(settings: Settings) -> str | None:
     if not url:
         say(f"ignoring {path}: it sets no {ENV_BROKER}")
         return None
-    why_not = unusable(url, values.get(ENV_UP_PROJECT))
+    why_not = unusable(url, values.get(ENV_UP_PROJECT), settings.pool)
     if why_not:
         say(f"the standing cluster of {path} {why_not}: starting an embedded cluster")
         return None
@@ -97,8 +97,8 @@ def find_standing(settings: Settings) -> str | None:
     return url
 
 
-def unusable(url: str, project: str | None) -> str | None:
-    """Why the standing cluster at ``url`` cannot serve this producer, or None if it can."""
+def unusable(url: str, project: str | None, pool: str = "prefork") -> str | None:
+    """Why the standing cluster at ``url`` cannot serve this producer (its jobs for ``pool``), or None."""
     here = os.path.realpath(os.getcwd())
     if project and os.path.realpath(project) != here:
         return f"serves {project}, not this folder"
@@ -114,7 +114,11 @@ def unusable(url: str, project: str | None) -> str | None:
         return f"does not answer ({type(exc).__name__})"
     finally:
         client.close()
-    return None if workers else "has no live worker"
+    if not workers:
+        return "has no live worker"
+    if not any(w.get("pool", "prefork") == pool for w in workers.values()):
+        return f"has no live {pool} worker"
+    return None
 
 
 def say(line: str) -> None:
