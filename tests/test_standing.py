@@ -8,6 +8,7 @@ stopped they start the embedded cluster again.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -15,11 +16,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from distloop.worker.discover import read_env_file
+from distloop.worker.flower import ENV_FLOWER_AUTH, parse_basic_auth
 from distloop.worker.processes import ManagedProcess
 from tests.conftest import Workers, descendants, running, wait_until
 from tests.user_project import API_EXPECTED, build_project, run_in, user_env, venv_command
@@ -206,3 +211,41 @@ def test_ctrl_c_while_the_embedded_worker_starts_leaves_nothing_running(tmp_path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_up_writes_the_flower_credentials_distloop_flower_reads(started: list[ManagedProcess], tmp_path: Path) -> None:
+    env_file, log_path = tmp_path / "up.env", tmp_path / "up.log"
+    argv = [
+        venv_command("distloop"),
+        "up",
+        "--workers",
+        "1",
+        "--flower",
+        "--flower-port",
+        "0",
+        "--env-file",
+        str(env_file),
+    ]
+    with open(log_path, "ab") as log:
+        up = ManagedProcess("distloop up", argv, env=user_env(HOME=str(tmp_path)), cwd=str(tmp_path), log=log)
+    started.append(up)
+    up.wait_for(lambda: "Ctrl-C stops everything" in log_path.read_text(), 90, "up")
+    values = read_env_file(env_file)
+    assert values is not None and "DISTLOOP_FLOWER_USER" not in values and "DISTLOOP_FLOWER_PASSWORD" not in values
+    user, password = parse_basic_auth(values[ENV_FLOWER_AUTH])  # what `distloop flower` reads
+    found = re.search(r"Flower at (http://\S+) \(user (\S+);", log_path.read_text())
+    assert found is not None and found[2] == user and password not in log_path.read_text()
+
+    def get(auth: str | None) -> int:
+        request = urllib.request.Request(found[1] + "/api/workers")
+        if auth:
+            request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert get(values[ENV_FLOWER_AUTH]) == 200 and get(None) == 401
+    os.kill(up.pid, signal.SIGINT)
+    assert up.popen.wait(timeout=30) == 0
