@@ -18,6 +18,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 
 from distloop.tasks.core import codec
 from distloop.tasks.core.errors import TargetError, TargetNotAllowed
+from distloop.tasks.initializer import initialize
 from distloop.tasks.targets import resolve
 
 # reduce op -> (combine two partial values, value of one item's result)
@@ -51,27 +52,44 @@ class ChunkSpec:
     step: int = 1
     # Explicit calls [[args, kwargs], ...] (encoded) instead of a range.
     calls: list[Any] | None = None
+    # Or calls f(x) of one argument each, [x, ...] (encoded): map's calls, compact on the wire.
+    each: list[Any] | None = None
+    # The initializer of the Pool/Executor that sent the chunk (distloop.tasks.initializer).
+    init: dict[str, Any] | None = None
+
+    @property
+    def is_range(self) -> bool:
+        return self.calls is None and self.each is None
 
     def __len__(self) -> int:
         if self.calls is not None:
             return len(self.calls)
+        if self.each is not None:
+            return len(self.each)
         return len(range(self.start, self.stop, self.step))
 
     def items(self) -> Iterator[tuple[Any, tuple[Any, ...], dict[str, Any]]]:
         """Yield ``(loop index, args, kwargs)`` for each item."""
-        if self.calls is None:
-            for i in range(self.start, self.stop, self.step):
-                yield i, (i,), {}
-        else:
+        if self.each is not None:
+            for n, x in enumerate(self.each):
+                yield n, (codec.decode(x),), {}
+        elif self.calls is not None:
             for n, (args, kwargs) in enumerate(self.calls):
                 yield n, tuple(codec.decode(args)), codec.decode(kwargs)
+        else:
+            for i in range(self.start, self.stop, self.step):
+                yield i, (i,), {}
 
     def to_wire(self) -> dict[str, Any]:
         data: dict[str, Any] = {"index": self.index}
-        if self.calls is None:
-            data.update(start=self.start, stop=self.stop, step=self.step)
-        else:
+        if self.each is not None:
+            data["each"] = self.each
+        elif self.calls is not None:
             data["calls"] = self.calls
+        else:
+            data.update(start=self.start, stop=self.stop, step=self.step)
+        if self.init is not None:
+            data["init"] = self.init
         return data
 
     @classmethod
@@ -82,6 +100,8 @@ class ChunkSpec:
             stop=int(data.get("stop", 0)),
             step=int(data.get("step", 1)),
             calls=data.get("calls"),
+            each=data.get("each"),
+            init=data.get("init"),
         )
 
 
@@ -150,6 +170,40 @@ def _fast_chunk(fn: Callable[..., Any], chunk: ChunkSpec, reduce: str | None) ->
     return result
 
 
+def _fast_calls(fn: Callable[..., Any], chunk: ChunkSpec) -> ChunkResult:
+    """Explicit calls at C speed (``on_error="collect"``): a failing call is recorded, never run twice.
+
+    ``map`` goes on after an exception from ``fn`` (its input iterator is not a
+    generator), so the loop resumes right after the call that failed.
+    """
+    if chunk.each is not None:
+        runner = map(fn, map(codec.decode, chunk.each))
+    else:
+        runner = map(lambda call: fn(*codec.decode(call[0]), **codec.decode(call[1])), chunk.calls or ())
+    values: list[Any] = []
+    errors: list[dict[str, Any]] = []
+    while True:
+        try:
+            values.extend(runner)
+            break
+        except Exception as exc:
+            errors.append(item_error(len(values), exc))
+            values.append(None)
+    try:
+        encoded = codec.encode_all(values)
+    except codec.NotJSONable:
+        failed = {e["index"] for e in errors}
+        encoded = []
+        for n, value in enumerate(values):
+            try:
+                encoded.append(None if n in failed else codec.encode(value))
+            except codec.NotJSONable as exc:
+                errors.append(item_error(n, exc, with_traceback=False) | {"type": "NotJSONable"})
+                encoded.append(None)
+        errors.sort(key=lambda e: e["index"])
+    return ChunkResult(index=chunk.index, items=len(values), values=encoded, errors=errors)
+
+
 def timeout_error(index: Any, message: str = "still running when the chunk's --timeout expired") -> dict[str, Any]:
     """Describe an item stopped by the per-chunk time limit."""
     return {"index": index, "type": "Timeout", "message": message, "traceback": ""}
@@ -199,7 +253,11 @@ def run_chunk(
     ``--timeout`` go item by item from the start, so the stuck item is known.
     """
     started = time.perf_counter()
-    if fast and chunk.calls is None:
+    if fast and not chunk.is_range and reduce is None and on_error == "collect":
+        result = _fast_calls(fn, chunk)
+        result.seconds = time.perf_counter() - started
+        return result
+    if fast and chunk.is_range:
         try:
             result = _fast_chunk(fn, chunk, reduce)
         except Exception:
@@ -267,7 +325,10 @@ def run_named_chunk(
     """Resolve ``target`` (against ``allow``) and run the chunk; a refusal is a fatal result."""
     try:
         fn = resolve(target, allow)
+        failed = initialize(chunk.init, allow)  # the Pool's/Executor's initializer, once per process
     except TargetError as exc:
         kind = "not_allowed" if isinstance(exc, TargetNotAllowed) else "target"
         return ChunkResult(index=chunk.index, fatal={"kind": kind, "message": str(exc)})
+    if failed is not None:
+        return ChunkResult(index=chunk.index, fatal=failed)
     return run_chunk(fn, chunk, reduce, on_error, fast)

@@ -17,11 +17,11 @@ existing ``executor`` to share (it is then left running).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from distloop.facades.batch import CallBatch, encode_calls, encode_each
 from distloop.facades.executor import CeleryExecutor
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings
@@ -113,40 +113,28 @@ def register_joblib(
 
 
 def _submit_batch(executor: CeleryExecutor, batch: Any) -> Future[list[Any]]:
-    """Send a joblib ``BatchedCalls`` (items of ``(func, args, kwargs)``) as chunks; one Future for its list."""
+    """Send a joblib ``BatchedCalls`` (items of ``(func, args, kwargs)``) as chunks; one Future for its list.
+
+    Consecutive calls of one function share a chunk; ``f(x)`` calls travel in
+    the compact one-argument form, the values encoded in one go.
+    """
     items = list(getattr(batch, "items", None) or [(batch, (), {})])
-    futures: list[Future[Any]] = []
+    dispatcher = executor._dispatcher
+    calls = CallBatch()
+    chunks = []
     start = 0
-    while start < len(items):  # consecutive calls of one function share a chunk
+    while start < len(items):
         func = items[start][0]
         stop = start
         while stop < len(items) and items[stop][0] is func:
             stop += 1
-        calls = [(args, kwargs) for _, args, kwargs in items[start:stop]]
-        futures.extend(executor.submit_batch(func, calls, chunksize=len(calls)))
+        run = items[start:stop]
+        job = dispatcher.job_for(func)
+        if all(len(args) == 1 and not kwargs for _, args, kwargs in run):
+            chunks.append(calls.add(job, each=encode_each(job.target, [args[0] for _, args, _ in run])))
+        else:
+            chunks.append(calls.add(job, calls=encode_calls(job.target, [(args, kwargs) for _, args, kwargs in run])))
         start = stop
-    return _gather(futures)
-
-
-def _gather(futures: list[Future[Any]]) -> Future[list[Any]]:
-    """One Future for the list of results; the first failure (in order) if any fails."""
-    combined: Future[list[Any]] = Future()
-    combined.set_running_or_notify_cancel()
-    left = [len(futures)]
-    lock = threading.Lock()
-
-    def one_done(_: Future[Any]) -> None:
-        with lock:
-            left[0] -= 1
-            if left[0]:
-                return
-        for future in futures:
-            error = future.exception() if not future.cancelled() else RuntimeError("the call was cancelled")
-            if error is not None:
-                combined.set_exception(error)
-                return
-        combined.set_result([f.result() for f in futures])
-
-    for future in futures:
-        future.add_done_callback(one_done)
-    return combined
+    dispatcher.add_chunks(chunks)
+    calls.seal()
+    return calls.future()

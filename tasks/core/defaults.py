@@ -100,3 +100,8 @@ BROKER_OUTAGE_SECONDS = 30.0
 #: Extra seconds past ``--timeout`` before a chunk that ignores the soft limit
 #: (stuck in C code) is killed by the hard limit.
 TIMEOUT_GRACE_SECONDS = 5.0
+
+#: Calls per message at most when ``imap`` reads an input of unknown length (a
+#: generator): enough that short calls are not dominated by the broker, few enough
+#: that results come back as the input is read.
+MAX_STREAM_CHUNK = 10_000

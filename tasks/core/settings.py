@@ -25,6 +25,7 @@ ENV_TLS_CERT = "DISTLOOP_TLS_CERT_FILE"
 ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
 ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
+ENV_MAX_TASKS_PER_CHILD = "DISTLOOP_MAX_TASKS_PER_CHILD"
 #: Set by whoever starts a worker and waits for it (the embedded cluster): a file the
 #: worker creates once it consumes tasks.
 ENV_READY_FILE = "DISTLOOP_READY_FILE"
@@ -92,6 +93,9 @@ class Settings:
     #: cost a worker about 1 ms of CPU per chunk, and a monitor that wants them
     #: (Flower, ``distloop flower``) switches them on by remote control.
     task_events: bool = False
+    #: Chunks a worker's pool process runs before it is replaced (Celery's
+    #: ``worker_max_tasks_per_child``; ``Pool(maxtasksperchild=N)`` on the embedded cluster).
+    max_tasks_per_child: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -115,6 +119,8 @@ class Settings:
             values["visibility_timeout"] = int(max(defaults.VISIBILITY_TIMEOUT, limit + 600))
         if env.get(ENV_VISIBILITY):
             values["visibility_timeout"] = int(env[ENV_VISIBILITY])
+        if env.get(ENV_MAX_TASKS_PER_CHILD):
+            values["max_tasks_per_child"] = int(env[ENV_MAX_TASKS_PER_CHILD])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -149,6 +155,8 @@ class Settings:
             env[ENV_TLS_INSECURE] = "1"
         if self.task_events:
             env[ENV_TASK_EVENTS] = "1"
+        if self.max_tasks_per_child:
+            env[ENV_MAX_TASKS_PER_CHILD] = str(self.max_tasks_per_child)
         return env
 
     def check_tls(self) -> None:
@@ -233,4 +241,5 @@ class Settings:
             # Each worker also consumes its own queue (``<hostname>.dq2``): a chunk one worker
             # refused (its code or allow-list differs) is handed to another by name.
             "worker_direct": True,
+            "worker_max_tasks_per_child": self.max_tasks_per_child,
         }
