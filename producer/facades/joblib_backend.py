@@ -23,6 +23,7 @@ from typing import Any
 
 from distloop.facades.batch import CallBatch, encode_calls, encode_each
 from distloop.facades.executor import CeleryExecutor
+from distloop.tasks.core.defaults import MAX_STREAM_CHUNK, TARGET_CHUNK_SECONDS
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings
 
@@ -64,6 +65,7 @@ def register_joblib(
             self.options = {**defaults, **{k: v for k, v in options.items() if v is not None}}
             self.executor: CeleryExecutor | None = None
             self.own_executor = False
+            self.target = ""  # the function of the last batch sent
 
         def _executor(self) -> CeleryExecutor:
             if self.executor is None:
@@ -85,8 +87,19 @@ def register_joblib(
             self.parallel = parallel
             return self.effective_n_jobs(n_jobs)
 
+        def compute_batch_size(self) -> int:
+            # joblib times a batch's round trip, broker included, so tiny calls grow their
+            # batches by doubling only. The workers time the calls themselves: once they
+            # have, a batch holds about TARGET_CHUNK_SECONDS of work (joblib still splits
+            # the end of the input evenly over the workers).
+            theirs = int(super().compute_batch_size())
+            cost = self.executor._dispatcher.cost(self.target) if self.executor is not None else 0.0
+            if cost <= 0:
+                return theirs
+            return max(theirs, min(int(TARGET_CHUNK_SECONDS / cost), MAX_STREAM_CHUNK))
+
         def submit(self, func: Any, callback: Callable[[Any], None] | None = None) -> Future[Any]:
-            future = _submit_batch(self._executor(), func)
+            future, self.target = _submit_batch(self._executor(), func)
             if callback is not None:
                 future.add_done_callback(callback)
             return future
@@ -112,8 +125,9 @@ def register_joblib(
     joblib.register_parallel_backend(NAME, DistloopBackend)
 
 
-def _submit_batch(executor: CeleryExecutor, batch: Any) -> Future[list[Any]]:
-    """Send a joblib ``BatchedCalls`` (items of ``(func, args, kwargs)``) as chunks; one Future for its list.
+def _submit_batch(executor: CeleryExecutor, batch: Any) -> tuple[Future[list[Any]], str]:
+    """Send a joblib ``BatchedCalls`` (items of ``(func, args, kwargs)``) as chunks: one Future for its
+    list, and the last function's target.
 
     Consecutive calls of one function share a chunk; ``f(x)`` calls travel in
     the compact one-argument form, the values encoded in one go.
@@ -137,4 +151,4 @@ def _submit_batch(executor: CeleryExecutor, batch: Any) -> Future[list[Any]]:
         start = stop
     dispatcher.add_chunks(chunks)
     calls.seal()
-    return calls.future()
+    return calls.future(), chunks[-1].job.target
