@@ -119,3 +119,25 @@ def fail_late_at_1_fast_at_5(i: int) -> int:
     if i == 5:
         raise ValueError("fast failure at 5")
     return i
+
+
+# --- initializers (tests/test_facade_constructors.py) ---
+
+_initialized: str | None = None
+
+
+def remember(tag: str, path: str) -> None:
+    """An initializer: sets ``tag`` in this process and notes ``pid tag`` in ``path``."""
+    global _initialized
+    _initialized = tag
+    with open(path, "a") as log:
+        log.write(f"{os.getpid()} {tag}\n")
+
+
+def tagged(i: int) -> list[object]:
+    """``[i, pid, the tag the initializer set]``."""
+    return [i, os.getpid(), _initialized]
+
+
+def failing_initializer() -> None:
+    raise RuntimeError("no database here")
