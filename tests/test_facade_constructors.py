@@ -100,16 +100,20 @@ def test_a_failing_initializer_breaks_the_executor_as_the_standard_library_does(
     with pytest.raises(InitializerFailed):
         ex.submit(workloads.echo, 2)
     ex.shutdown()
-    with Pool(2, initializer=workloads.failing_initializer, settings=shared_workers.settings) as pool:
-        with pytest.raises(InitializerFailed):
-            pool.map(workloads.echo, range(10))
+    with (
+        Pool(2, initializer=workloads.failing_initializer, settings=shared_workers.settings) as pool,
+        pytest.raises(InitializerFailed),
+    ):
+        pool.map(workloads.echo, range(10))
 
 
 def test_an_initializer_outside_the_allow_list_is_refused(shared_workers: Workers) -> None:
     for initializer in (local_initializer, auto_chunk_size):
-        with Pool(2, initializer=initializer, settings=shared_workers.settings) as pool:
-            with pytest.raises(TargetNotAllowed, match="allow-list"):
-                pool.apply(workloads.echo, (1,))
+        with (
+            Pool(2, initializer=initializer, settings=shared_workers.settings) as pool,
+            pytest.raises(TargetNotAllowed, match="allow-list"),
+        ):
+            pool.apply(workloads.echo, (1,))
 
 
 def test_mp_context_is_accepted_and_ignored(shared_workers: Workers) -> None:
