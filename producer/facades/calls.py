@@ -99,6 +99,7 @@ class CallDispatcher:
         self._queue: deque[_Pending | Chunk] = deque()
         self._open: dict[str, _Pending] = {}
         self._in_flight: dict[tuple[str, int], Chunk] = {}
+        self._unsent: list[Chunk] = []  # in flight (counted, not cancellable), for the collector to send
         self._jobs = _Jobs()
         self._names: dict[Callable[..., Any], str] = {}
         self._cost: dict[str, float] = {}  # seconds per call, by target, from finished chunks
@@ -138,6 +139,13 @@ class CallDispatcher:
         future: Future[Any] = Future()
         with self._lock:
             self._check_open()
+            if not self._queue and len(self._in_flight) < self.window:
+                # A free slot and nothing waiting: this call is sent as it is, as the standard
+                # library's pools move a call to their workers' queue while it has room.
+                future.set_running_or_notify_cancel()
+                self._start_locked(Chunk(job, FutureCalls([future]), calls=[call]))
+                self._wake.notify_all()
+                return future
             pending = self._open.get(job.target)
             if pending is None:
                 pending = self._open[job.target] = _Pending(job)
@@ -257,7 +265,7 @@ class CallDispatcher:
         try:
             while True:
                 with self._lock:
-                    while not (self._queue or self._in_flight or self._closing):
+                    while not (self._queue or self._in_flight or self._unsent or self._closing):
                         self._wake.wait()
                     if self._terminating or (self._closing and not self._queue and not self._in_flight):
                         break
@@ -285,11 +293,19 @@ class CallDispatcher:
         by_time = max(1, int(defaults.TARGET_CHUNK_SECONDS / cost))
         return max(1, min(by_time, math.ceil(waiting / max(1, self.backend.workers))))
 
+    def _start_locked(self, chunk: Chunk) -> None:
+        """Give ``chunk`` its index and count it in flight; the collector sends it next."""
+        target = chunk.job.target
+        index = self._jobs.next_index.get(target, 0)
+        self._jobs.next_index[target] = index + 1
+        chunk.to_spec(index, self.init)
+        self._in_flight[(chunk.job.job_id, index)] = chunk
+        self._unsent.append(chunk)
+
     def _take_sendable(self) -> tuple[list[Chunk], list[Chunk]]:
         """Chunks to send now (within the window), and those all of whose calls were cancelled."""
-        batch: list[Chunk] = []
         dropped: list[Chunk] = []
-        while self._queue and len(self._in_flight) + len(batch) < self.window:
+        while self._queue and len(self._in_flight) < self.window:
             entry = self._queue[0]
             if isinstance(entry, _Pending):
                 n = self._coalesce(entry.job.target, len(entry.calls))
@@ -305,12 +321,8 @@ class CallDispatcher:
             if chunk.receiver.start(chunk) is None:
                 dropped.append(chunk)
                 continue
-            target = chunk.job.target
-            index = self._jobs.next_index.get(target, 0)
-            self._jobs.next_index[target] = index + 1
-            chunk.to_spec(index, self.init)
-            self._in_flight[(chunk.job.job_id, index)] = chunk
-            batch.append(chunk)
+            self._start_locked(chunk)
+        batch, self._unsent = self._unsent, []
         return batch, dropped
 
     def _send(self, batch: list[Chunk]) -> None:
@@ -326,8 +338,9 @@ class CallDispatcher:
 
     def _collect(self) -> None:
         with self._lock:
-            jobs = {c.job.job_id: c.job for c in self._in_flight.values()}
-            room = bool(self._queue) and len(self._in_flight) < self.window
+            # (Only jobs opened: a chunk submitted meanwhile is counted in flight before it is sent.)
+            jobs = {c.job.job_id: c.job for c in self._in_flight.values() if c.job.job_id in self._jobs.opened}
+            room = bool(self._unsent) or (bool(self._queue) and len(self._in_flight) < self.window)
         if not jobs:
             return
         # New work arrived while sending and there is room: only glance at the results.
@@ -358,6 +371,7 @@ class CallDispatcher:
             entries = self._take_queue()
             in_flight = list(self._in_flight.values())
             self._in_flight.clear()  # their results, if any come, are ignored
+            self._unsent.clear()
         for entry in entries:
             _fail(entry, exc)
         for chunk in in_flight:
@@ -377,6 +391,7 @@ class CallDispatcher:
             self._broken = exc
             entries: list[_Pending | Chunk] = [*self._take_queue(), *self._in_flight.values()]
             self._in_flight.clear()
+            self._unsent.clear()
         error = exc if isinstance(exc, DistloopError) else BrokerUnavailable(f"the executor failed: {exc!r}")
         for entry in entries:
             _fail(entry, error)
