@@ -438,3 +438,24 @@ def test_call_errors_keep_builtin_types_and_the_worker_traceback() -> None:
     assert type(odd) is CallFailed  # OSError's constructor would reinterpret the arguments
     own = call_error({"type": "MyError", "message": "x"}, "m:f(3)")
     assert type(own) is CallFailed and own.exc_type == "MyError"
+
+
+# --- chunks of calls: each call runs once, short calls share messages -----------------------
+
+
+def test_a_failing_call_in_a_chunk_runs_once_and_the_rest_of_its_chunk_still_runs(broker: str, tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    with Pool(2, broker=broker) as pool:
+        with pytest.raises(ValueError, match="bad item 3"):
+            pool.starmap(workloads.log_and_fail_at_3, [(str(log), i) for i in range(10)], chunksize=10)
+    assert sorted(int(line) for line in log.read_text().split()) == list(range(10))  # each call exactly once
+
+
+def test_a_burst_of_short_submits_shares_messages(broker: str) -> None:
+    with CeleryExecutor(broker=broker) as ex:
+        assert ex.submit(square, 0).result(timeout=60) == 0  # the workers time square once
+        futures = [ex.submit(square, i) for i in range(2000)]
+        assert [f.result(timeout=60) for f in futures] == [square(i) for i in range(2000)]
+        job = ex._dispatcher._jobs.by_target["distloop.tasks.demo:square"]
+        messages = ex._dispatcher._jobs.next_index[job.target]
+    assert messages < 100  # 2001 calls; alone, each would have been a message

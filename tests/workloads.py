@@ -141,3 +141,12 @@ def tagged(i: int) -> list[object]:
 
 def failing_initializer() -> None:
     raise RuntimeError("no database here")
+
+
+def log_and_fail_at_3(path: str, i: int) -> int:
+    """Notes ``i`` in ``path`` (each run of the call), and fails at 3."""
+    with open(path, "a") as log:
+        log.write(f"{i}\n")
+    if i == 3:
+        raise ValueError("bad item 3")
+    return i

@@ -114,7 +114,10 @@ class CallDispatcher:
 
     def job_for(self, fn: Callable[..., Any]) -> JobSpec:
         """The job that runs ``fn``'s calls (one per function)."""
-        target = self._names.get(fn)
+        try:
+            target = self._names.get(fn)
+        except TypeError:  # an unhashable callable: name_of says why it cannot travel
+            target = name_of(fn)
         if target is None:
             target = name_of(fn)
             self._names[fn] = target

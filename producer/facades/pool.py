@@ -157,7 +157,7 @@ class Pool:
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None, ordered: bool
     ) -> IMapIterator:
         self._check_running()
-        iterator = IMapIterator(self._dispatcher, func, iterable, self._chunksize(chunksize), ordered)
+        iterator = IMapIterator(self._dispatcher, func, iterable, self._chunksize(chunksize), ordered, self)
         self._imaps.add(iterator)
         return iterator
 

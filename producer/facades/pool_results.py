@@ -98,7 +98,9 @@ class IMapIterator:
         iterable: Iterable[Any],
         chunksize: int | None,
         ordered: bool,
+        owner: object = None,
     ) -> None:
+        self._owner = owner  # the Pool: kept alive while its results are read, as in multiprocessing
         self._dispatcher = dispatcher
         self._func = func
         self._job = dispatcher.job_for(func)
