@@ -445,9 +445,8 @@ def test_call_errors_keep_builtin_types_and_the_worker_traceback() -> None:
 
 def test_a_failing_call_in_a_chunk_runs_once_and_the_rest_of_its_chunk_still_runs(broker: str, tmp_path: Path) -> None:
     log = tmp_path / "calls.log"
-    with Pool(2, broker=broker) as pool:
-        with pytest.raises(ValueError, match="bad item 3"):
-            pool.starmap(workloads.log_and_fail_at_3, [(str(log), i) for i in range(10)], chunksize=10)
+    with Pool(2, broker=broker) as pool, pytest.raises(ValueError, match="bad item 3"):
+        pool.starmap(workloads.log_and_fail_at_3, [(str(log), i) for i in range(10)], chunksize=10)
     assert sorted(int(line) for line in log.read_text().split()) == list(range(10))  # each call exactly once
 
 
