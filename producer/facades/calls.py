@@ -52,11 +52,6 @@ POLL_SECONDS = 0.05
 Call = tuple[Sequence[Any], dict[str, Any]]
 
 
-def pool_chunksize(items: int, workers: int) -> int:
-    """``multiprocessing.Pool``'s rule: about four chunks per worker process."""
-    return max(1, math.ceil(items / (defaults.MIN_CHUNKS_PER_WORKER * max(1, workers))))
-
-
 @dataclass(eq=False)
 class _Pending:
     """Submitted calls of one function not sent yet, in order, each with its Future."""
