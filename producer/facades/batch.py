@@ -215,7 +215,10 @@ class CallBatch(Receiver):
             self._settle(chunk.slot, Outcome([], {}, fatal_exception(result.fatal)))
         else:
             values = list(map(codec.decode, result.values or ()))
-            self._settle(chunk.slot, Outcome(values, {e["index"]: e for e in result.errors}))
+            outcome = Outcome(values, {e["index"]: e for e in result.errors})
+            if len(values) < len(chunk):  # never from this kernel: say so rather than lose calls
+                outcome.error = DistloopError(f"{chunk.job.target}: the worker returned no result for some calls")
+            self._settle(chunk.slot, outcome)
 
     def fail(self, chunk: Chunk, exc: BaseException) -> None:
         self._settle(chunk.slot, Outcome([], {}, exc))
