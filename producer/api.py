@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import reprlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -15,7 +16,7 @@ from distloop.backends.base import Backend, JobSpec
 from distloop.dispatch import Progress, run_chunks
 from distloop.sizing import ChunkPlanner
 from distloop.tasks.core import codec
-from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.errors import ResultNotSerializable, UsageError
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
 from distloop.tasks.targets import resolve, target_of
@@ -80,8 +81,14 @@ class CallPlanner(ChunkPlanner):
 
     def __iter__(self) -> Iterator[ChunkSpec]:
         for spec in super().__iter__():
-            calls = [[codec.encode([v]), {}] for v in self.values[spec.start : spec.stop]]
-            yield ChunkSpec(index=spec.index, calls=calls)
+            yield ChunkSpec(index=spec.index, calls=[self._call(n) for n in range(spec.start, spec.stop)])
+
+    def _call(self, n: int) -> list[Any]:
+        try:
+            return codec.encode_call([self.values[n]], {})
+        except codec.NotJSONable as exc:  # named by its item, as the facades name a call
+            value = reprlib.repr(self.values[n])
+            raise ResultNotSerializable(f"cannot send item {n} ({value}): {exc}; {codec.WHAT_TRAVELS}") from None
 
 
 def run_job(

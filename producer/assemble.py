@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -146,6 +145,6 @@ class JsonLinesSink:
         self.count = 0
 
     def __call__(self, value: Any) -> None:
-        self.stream.write(json.dumps(value))
+        self.stream.write(codec.to_json(value))
         self.stream.write("\n")
         self.count += 1

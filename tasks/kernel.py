@@ -176,10 +176,13 @@ def _fast_calls(fn: Callable[..., Any], chunk: ChunkSpec) -> ChunkResult:
     ``map`` goes on after an exception from ``fn`` (its input iterator is not a
     generator), so the loop resumes right after the call that failed.
     """
+    # Arguments are decoded first: one this worker cannot read fails the chunk as the
+    # item-by-item path does (codec.DecodeError), before any call runs.
     if chunk.each is not None:
-        runner = map(fn, map(codec.decode, chunk.each))
+        runner = map(fn, list(map(codec.decode, chunk.each)))
     else:
-        runner = map(lambda call: fn(*codec.decode(call[0]), **codec.decode(call[1])), chunk.calls or ())
+        decoded = [(codec.decode(args), codec.decode(kwargs)) for args, kwargs in chunk.calls or ()]
+        runner = map(lambda call: fn(*call[0], **call[1]), decoded)
     values: list[Any] = []
     errors: list[dict[str, Any]] = []
     while True:

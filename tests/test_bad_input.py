@@ -46,9 +46,15 @@ CASES = [
     ),
     Case(
         "result JSON cannot carry",
-        ("run", "tests.workloads:as_set", "--range", "2:3", "--broker", "{broker}"),
+        ("run", "tests.workloads:unpicklable_result", "--range", "2:3", "--broker", "{broker}"),
         1,
-        "f(2) raised TypeError: result of f(2): a value of type set cannot travel as JSON",
+        "f(2) raised TypeError: result of f(2): a value of type object cannot travel as JSON",
+    ),
+    Case(
+        "result nested too deep",
+        ("run", "tests.workloads:too_deep", "--range", "2:3", "--broker", "{broker}"),
+        1,
+        "f(2) raised TypeError: result of f(2): a value nested more than 100 containers deep cannot travel",
     ),
     Case(
         "unknown backend",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import IO, Any
 
 from distloop.api import JobReport
+from distloop.tasks.core import codec
 from distloop.tasks.core.errors import UsageError
 
 
@@ -34,15 +34,15 @@ def emit(args: argparse.Namespace, report: JobReport) -> None:
             payload["output"] = args.output
         else:
             payload["result"] = report.result
-        print(json.dumps(payload))
+        print(codec.to_json(payload))
         return
     if args.output:
         pass
     elif args.reduce:
-        print(json.dumps(report.result))
+        print(codec.to_json(report.result))
     else:
         for value in report.result:
-            print(json.dumps(value))
+            print(codec.to_json(value))
     where = f", written to {args.output}" if args.output else ""
     failed = f", {len(report.errors)} failed" if report.errors else ""
     print(

@@ -20,7 +20,7 @@ from distloop.tasks.core.errors import CallFailed, RemoteTraceback, ResultNotSer
 from distloop.tasks.targets import target_of
 
 #: What the error for a value that cannot travel adds.
-TYPES_HINT = "arguments and results may be None, bool, int, float, str, and lists, tuples and str-keyed dicts of these"
+TYPES_HINT = codec.WHAT_TRAVELS
 
 
 def name_of(fn: Callable[..., Any]) -> str:
@@ -71,7 +71,7 @@ def call_error(error: dict[str, Any], call: str) -> Exception:
 
 def encode_call(target: str, args: Sequence[Any], kwargs: dict[str, Any], position: int) -> list[Any]:
     try:
-        return [codec.encode(list(args)), codec.encode(dict(kwargs))]
+        return codec.encode_call(args, dict(kwargs))
     except codec.NotJSONable as exc:
         raise ResultNotSerializable(
             f"cannot send {describe(target, args, kwargs)} (item {position}): {exc}; {TYPES_HINT}"

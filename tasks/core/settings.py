@@ -200,6 +200,9 @@ class Settings:
             "socket_connect_timeout": self.socket_connect_timeout,
             "health_check_interval": self.health_check_interval,
         }
+        # kombu's Redis transport base64-encodes every message body by default, on top of the
+        # JSON body, which already is text: a numpy array argument would be base64 twice.
+        broker_transport = {**transport, "body_encoding": "utf-8"}
         broker_tls = self.tls_for(self.effective_broker_url)
         result_tls = self.tls_for(self.effective_result_url)
         return {
@@ -209,7 +212,7 @@ class Settings:
             "result_backend": strip_tls_query(self.effective_result_url),
             "broker_use_ssl": broker_tls,
             "redis_backend_use_ssl": result_tls,
-            "broker_transport_options": transport,
+            "broker_transport_options": broker_transport,
             "result_backend_transport_options": dict(transport),
             "redis_socket_timeout": self.socket_timeout,
             "redis_socket_connect_timeout": self.socket_connect_timeout,
