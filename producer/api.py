@@ -105,9 +105,12 @@ def run_job(
     progress: Progress | None = None,
     job_id: str | None = None,
     timeout: float | None = None,
+    forward_output: bool | None = None,
 ) -> JobReport:
     """Run ``f`` over ``items`` and report how; see :func:`run_loop`."""
     validate(reduce, on_error)
+    if forward_output is not None and isinstance(backend, str):
+        settings = (settings or Settings.from_env()).replace(forward_output=forward_output)
     validate_timeout(timeout)
     target = f if isinstance(f, str) else target_of(f)
     resolve(target)  # preflight: import it here (never call it), so a bad target fails fast
@@ -165,6 +168,8 @@ def run_loop(
     come back in loop order; with ``reduce`` ("sum", "min", "max", "count") the
     workers reduce and one value comes back. The first failing item raises
     :class:`~distloop.tasks.core.errors.ChunkFailed` with the worker's traceback as its cause.
-    Other options: ``workers``, ``on_error``, ``settings``, ``progress``.
+    What ``f`` prints or logs on Celery workers shows here as ``[host:pid] line``
+    (``forward_output=False``: not). Other options: ``workers``, ``on_error``,
+    ``settings``, ``progress``.
     """
     return run_job(f, items, backend=backend, reduce=reduce, chunk_size=chunk_size, **options).result

@@ -111,6 +111,7 @@ def chunk_failed(error: dict[str, Any]) -> ChunkFailed:
         exc = ChunkFailed(error["index"], "TypeError", f"result of f({error['index']}): {error['message']}")
     else:
         exc = ChunkFailed(error["index"], error["type"], error["message"], error.get("traceback", ""))
+        exc.exc_module, exc.exc_qualname = error.get("module"), error.get("qualname")
     if exc.remote_traceback:
         exc.__cause__ = RemoteTraceback(exc.remote_traceback)
     return exc

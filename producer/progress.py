@@ -104,7 +104,9 @@ class RichProgress:
             TextColumn("{task.fields[failed]}"),
             console=Console(stderr=True),
             refresh_per_second=4,
-            redirect_stdout=False,  # results printed on stdout stay on stdout
+            # Results printed on stdout stay on stdout; but what the workers forward
+            # (distloop.backends.forwarded) while the bar is drawn on this terminal goes above it.
+            redirect_stdout=sys.stdout.isatty(),
         )
         # The clock starts with the job (first call), not while workers start up.
         self.task = self.progress.add_task(

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 from celery.utils.log import get_task_logger
 
-from distloop.tasks import runtime, signals
+from distloop.tasks import output, runtime, signals
 from distloop.tasks.core import codec, defaults
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ChunkResult, ChunkSpec, run_named_chunk
@@ -54,7 +54,12 @@ def chunk(
     fast = not any(self.request.timelimit or ())
     chunk_spec = ChunkSpec.from_wire(spec)
     try:
-        result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast)
+        if spec.get("forward_output"):  # the producer shows what f prints or logs
+            with output.forwarding(runtime.output_store(), job_id, self.request.hostname or "") as out:
+                result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast)
+            result.output = out.forwarded or None
+        else:
+            result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast)
     except codec.DecodeError as exc:  # arguments this worker cannot read (numpy missing, a forged message)
         result = unreadable(chunk_spec, reduce, on_error, f"arguments cannot be read on this worker: {exc}")
     result.host = self.request.hostname or ""

@@ -19,7 +19,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from distloop.tasks.core import codec
 from distloop.tasks.core.errors import TargetError, TargetNotAllowed
 from distloop.tasks.initializer import initialize
-from distloop.tasks.targets import resolve
+from distloop.tasks.targets import location_of, resolve
 
 # reduce op -> (combine two partial values, value of one item's result)
 REDUCERS: dict[str, tuple[Callable[[Any, Any], Any], Callable[[Any], Any]]] = {
@@ -118,6 +118,8 @@ class ChunkResult:
     fatal: dict[str, Any] | None = None
     host: str = ""
     seconds: float = 0.0
+    # Lines of output the chunk forwarded (distloop.tasks.output), when it forwarded any.
+    output: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and v != []}
@@ -127,14 +129,52 @@ class ChunkResult:
         return cls(**data)
 
 
+#: What an item may raise and still be reported as its failure. A prefork worker process
+#: (where Celery ignores SIGINT, so only ``f`` can raise them) widens it to
+#: :data:`WORKER_ITEM_ERRORS` (see :mod:`distloop.tasks.signals`): ``sys.exit()`` in ``f``
+#: then fails its item instead of killing the process. In the producer's own process
+#: (serial, thread backends) Ctrl-C must still interrupt the job.
+ITEM_ERRORS: tuple[type[BaseException], ...] = (Exception,)
+WORKER_ITEM_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit, KeyboardInterrupt)
+
+
 def item_error(index: Any, exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:
-    """Describe a failed item as JSON-ready data."""
-    return {
+    """Describe a failed item as JSON-ready data.
+
+    Besides its type name, message and traceback: where its class lives
+    (``module``, a script's path as targets name it, and ``qualname``) and, when
+    they travel as JSON, its ``args``, its instance attributes (``attrs``) and an
+    ``OSError``'s ``errno``, ``strerror``, ``filename`` and ``filename2`` (``oserror``),
+    so that the caller can be given the same exception back
+    (:mod:`distloop.facades.originals`).
+    """
+    cls = type(exc)
+    error: dict[str, Any] = {
         "index": index,
-        "type": type(exc).__name__,
-        "message": str(exc),
+        "type": cls.__name__,
+        "message": _text_of(exc),
         "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
+        "module": location_of(cls.__module__),
+        "qualname": cls.__qualname__,
     }
+    parts: dict[str, Any] = {"args": list(exc.args)}
+    if vars(exc):
+        parts["attrs"] = dict(vars(exc))
+    if isinstance(exc, OSError):
+        parts["oserror"] = [exc.errno, exc.strerror, exc.filename, exc.filename2]
+    for key, value in parts.items():
+        try:
+            error[key] = codec.encode(value)
+        except (codec.NotJSONable, RecursionError, ValueError):
+            pass  # not sent: the caller gets a distloop error naming the class instead
+    return error
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as failure:  # a broken __str__ must not lose the chunk
+        return f"<str() failed: {type(failure).__name__}>"
 
 
 # Whole-chunk reductions at C speed for the fast path; None is the empty partial.
@@ -189,7 +229,7 @@ def _fast_calls(fn: Callable[..., Any], chunk: ChunkSpec) -> ChunkResult:
         try:
             values.extend(runner)
             break
-        except Exception as exc:
+        except ITEM_ERRORS as exc:
             errors.append(item_error(len(values), exc))
             values.append(None)
     try:
@@ -263,7 +303,7 @@ def run_chunk(
     if fast and chunk.is_range:
         try:
             result = _fast_chunk(fn, chunk, reduce)
-        except Exception:
+        except ITEM_ERRORS:
             pass
         else:
             result.seconds = time.perf_counter() - started
@@ -295,7 +335,7 @@ def run_chunk(
                 break
             if result.values is not None:
                 result.values.append(None)
-        except Exception as exc:
+        except ITEM_ERRORS as exc:
             result.errors.append(item_error(index, exc))
             if on_error == "raise":
                 break

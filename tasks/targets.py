@@ -87,16 +87,41 @@ def target_of(fn: Callable[..., Any]) -> str:
     qualname = getattr(fn, "__qualname__", None)
     if not module or not qualname or "<" in qualname:
         raise TargetError(f"{fn!r} has no importable name: define it at module level")
+    location = location_of(module)
+    if location is None:
+        raise TargetError(f"{qualname} lives in an interactive session: put it in a .py file")
+    return f"{location}:{qualname}"
+
+
+def location_of(module: str) -> str | None:
+    """Where a worker finds the module named ``module``: its name, or for a script its path.
+
+    None for ``__main__`` without a file (an interactive session).
+    """
     if module == "__main__" or module.startswith(_SCRIPT_PREFIX):
         path = getattr(sys.modules.get(module), "__file__", None)
         if not path:
-            raise TargetError(f"{qualname} lives in an interactive session: put it in a .py file")
+            return None
         full = script_path(path)
         # Relative to the project folder when it lies there, so that a worker started in
         # the same folder on another host finds it too.
         inside = os.path.commonpath([full, PROJECT_ROOT]) == PROJECT_ROOT
-        return f"{os.path.relpath(full, PROJECT_ROOT) if inside else full}:{qualname}"
-    return f"{module}:{qualname}"
+        return os.path.relpath(full, PROJECT_ROOT) if inside else full
+    return module
+
+
+def loaded_script(path: str) -> Any:
+    """The module this process already runs or imported from the script ``path`` (never imports it)."""
+    full = script_path(path)
+    for module in (sys.modules.get("__main__"), sys.modules.get(_script_module_name(full))):
+        file = getattr(module, "__file__", None)
+        if file and script_path(file) == full:
+            return module
+    return None
+
+
+def _script_module_name(full: str) -> str:
+    return _SCRIPT_PREFIX + hashlib.sha1(full.encode()).hexdigest()[:12]
 
 
 _SCRIPT_PREFIX = "distloop_script_"
@@ -104,7 +129,7 @@ _SCRIPT_PREFIX = "distloop_script_"
 
 def _import_script(path: str) -> Any:
     full = script_path(path)
-    name = _SCRIPT_PREFIX + hashlib.sha1(full.encode()).hexdigest()[:12]
+    name = _script_module_name(full)
     if name in sys.modules:
         return sys.modules[name]
     if not os.path.isfile(full):

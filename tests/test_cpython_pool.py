@@ -288,11 +288,6 @@ class TestPool:
             with pytest.raises(ValueError):
                 p.map_async(cw.sqr, L)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="needs the worker's exception rebuilt as its own class with its args (issue 14 item 1, the errors "
-        "branch): until then it is a RemoteRuntimeError, a RuntimeError whose args are distloop's message",
-    )
     def test_traceback(self, capsys: pytest.CaptureFixture[str]) -> None:
         # We want ensure that the traceback from the child process is
         # contained in the traceback raised in the main process.

@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError
 
 from distloop.backends.base import Backend, JobSpec, StoredJob
 from distloop.backends.events import follow_monitors
+from distloop.backends.forwarded import show
 from distloop.backends.queue import job_queues, purge_job
 from distloop.backends.recovery import LostChunks
 from distloop.backends.refusals import Refusals, is_refusal
@@ -31,6 +32,7 @@ from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import BrokerUnavailable, UsageError
 from distloop.tasks.core.settings import Settings, mask_url
 from distloop.tasks.kernel import ChunkResult, ChunkSpec
+from distloop.tasks.output import OutputStore
 from distloop.tasks.store.connect import connect_store
 from distloop.tasks.store.jobs import JobStore
 from distloop.tasks.store.workers import live_workers
@@ -66,6 +68,8 @@ class CeleryBackend(Backend):
         self._lost: dict[str, LostChunks] = {}
         self._refusals: dict[str, Refusals] = {}
         self._watchdog = Watchdog()
+        self._output: OutputStore | None = None  # the workers' forwarded output, when asked for
+        self._output_shown = 0.0
 
     @property
     def workers(self) -> int:
@@ -89,6 +93,8 @@ class CeleryBackend(Backend):
             self.store = connect_store(settings)
             self.app = make_app(settings)
             self._broker = self._broker_client(settings)
+            if self.settings.forward_output:
+                self._output = OutputStore(self.store.client, self.settings.result_expires)
             if not self.embedded:
                 self._workers = self._count_remote_workers()
         except BaseException:
@@ -157,9 +163,12 @@ class CeleryBackend(Backend):
                 # One producer connection; kombu's batch pipelines the publishes to Redis.
                 with self._producer.batch(max_size=max(1, len(chunks))):
                     for chunk in chunks:
+                        spec = chunk.to_wire()
+                        if self._output is not None:
+                            spec["forward_output"] = True  # the worker forwards what f prints
                         self.app.send_task(
                             defaults.CHUNK_TASK,
-                            args=(job.job_id, job.target, chunk.to_wire(), job.reduce, job.on_error),
+                            args=(job.job_id, job.target, spec, job.reduce, job.on_error),
                             argsrepr=describe_chunk(job, chunk),
                             task_id=f"{job.job_id}-{chunk.index}",
                             queue=queue,
@@ -226,6 +235,10 @@ class CeleryBackend(Backend):
             return []
         self._watchdog.reached()
         results = refusals.sort(ChunkResult.from_wire(r) for r in raw if r is not None)
+        # Output is pushed before its chunk's result: show it when a result says there is
+        # some, when idle (a long chunk pushes as it runs), and at least every second.
+        if not results or any(r.output for r in results) or time.monotonic() - self._output_shown > 1.0:
+            self._show_output(job)
         if refusals.backlog:
             results += self._hand_over(job, refusals)
         return results
@@ -265,6 +278,7 @@ class CeleryBackend(Backend):
         """
         if self.store is None:
             return
+        self._show_output(job)  # what is left, before the ledger (and the output list) goes
         outcome = {"state": state, "target": job.target, "items": job.meta.get("items")}
         try:
             running = self.store.delete(job.job_id, outcome)
@@ -275,6 +289,17 @@ class CeleryBackend(Backend):
                 self.app.control.revoke([f"{job.job_id}-{i}" for i in running], terminate=True)
         except (redis.RedisError, OSError, OperationalError):
             pass
+
+    def _show_output(self, job: JobSpec) -> None:
+        """Print the lines ``f`` wrote on the workers that have arrived (see :mod:`distloop.tasks.output`)."""
+        if self._output is None:
+            return
+        self._output_shown = time.monotonic()
+        try:
+            lines = self._output.pop(job.job_id)
+        except (redis.RedisError, OSError):
+            return  # best effort: the results' own reads notice an outage
+        show(lines)
 
     def close_job(self, job: JobSpec) -> None:
         # After a cancel the ledger is gone already, and the outcome it wrote stays.
@@ -292,6 +317,7 @@ class CeleryBackend(Backend):
         if self._broker is not None:
             self._broker.close()
             self._broker = None
+        self._output = None
         if self.store is not None:
             self.store.client.close()
             self.store = None

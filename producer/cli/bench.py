@@ -12,6 +12,7 @@ import sys
 
 from distloop.backends import BACKEND_NAMES
 from distloop.bench import format_table, plot, require_matplotlib, run_bench
+from distloop.cli.output import stdout_to_stderr
 from distloop.ranges import parse_range
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import REDUCERS
@@ -49,10 +50,11 @@ def main(args: argparse.Namespace) -> int:
     if args.plot:
         require_matplotlib()  # before the benchmark runs, not after
     backends = args.backends
-    report = run_bench(
-        args.target, items, backends, settings=Settings.from_env(broker_url=args.broker), workers=args.workers,
-        chunk_size=args.chunk_size, reduce=args.reduce, repeat=args.repeat,
-    )  # fmt: skip
+    with stdout_to_stderr(args.json):  # what f prints must not break the JSON object
+        report = run_bench(
+            args.target, items, backends, settings=Settings.from_env(broker_url=args.broker), workers=args.workers,
+            chunk_size=args.chunk_size, reduce=args.reduce, repeat=args.repeat,
+        )  # fmt: skip
     if args.plot:
         plot(report, args.plot)
     if args.json:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import IO, Any
 
 from distloop.api import JobReport
@@ -20,6 +22,26 @@ def open_output(path: str) -> IO[str]:
         return open(path, "w", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--output {path}: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(active: bool) -> Iterator[None]:
+    """With ``--json``, stdout carries the one JSON object only: while the job runs, anything
+    written to it (``f`` printing on a local backend, forwarded worker output, a process
+    pool's children) goes to stderr instead, at the file-descriptor level.
+    """
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def emit(args: argparse.Namespace, report: JobReport) -> None:

@@ -10,7 +10,7 @@ import sys
 
 from distloop.api import run_job
 from distloop.backends import BACKEND_NAMES
-from distloop.cli.output import emit, open_output
+from distloop.cli.output import emit, open_output, stdout_to_stderr
 from distloop.progress import progress_for
 from distloop.ranges import parse_range
 from distloop.tasks.core import defaults
@@ -44,20 +44,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="progress on stderr: a bar on a terminal, else plain lines (default on)")  # fmt: skip
     parser.add_argument("--progress-every", type=float, default=defaults.PROGRESS_INTERVAL, metavar="SECONDS",
                         help=f"seconds between plain progress lines ({defaults.PROGRESS_INTERVAL:g})")  # fmt: skip
+    parser.add_argument("--forward-output", action=argparse.BooleanOptionalAction, default=None,
+                        help="show what f prints or logs on Celery workers, as [host:pid] line "
+                             "(default on; DISTLOOP_FORWARD_OUTPUT=0 turns it off)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def main(args: argparse.Namespace) -> int:
     items = parse_range(args.range_text)
-    settings = Settings.from_env(broker_url=args.broker)
+    settings = Settings.from_env(broker_url=args.broker, forward_output=args.forward_output)
     output = open_output(args.output) if args.output else None
     progress = progress_for(args.progress, total_items=len(items), every=args.progress_every)
     try:
-        report = run_job(
-            args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,
-            workers=args.workers, on_error=args.on_error, settings=settings, output=output,
-            progress=progress, timeout=args.timeout,
-        )  # fmt: skip
+        with stdout_to_stderr(args.json):
+            report = run_job(
+                args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,
+                workers=args.workers, on_error=args.on_error, settings=settings, output=output,
+                progress=progress, timeout=args.timeout,
+            )  # fmt: skip
     except ChunkFailed as exc:
         if exc.remote_traceback:
             print(exc.remote_traceback.rstrip(), file=sys.stderr)

@@ -62,7 +62,7 @@ class Chunk:
 
 def item_exception(chunk: Chunk, position: int, error: dict[str, Any]) -> Exception:
     """The exception the caller sees for the call at ``position`` that failed on a worker."""
-    return call_error(error, chunk.call_text(position))
+    return call_error(error, chunk.call_text(position), chunk.job.target)
 
 
 def fatal_exception(fatal: dict[str, Any]) -> Exception:

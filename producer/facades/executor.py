@@ -30,6 +30,7 @@ def make_backend(
     broker: str | None,
     settings: Settings | None,
     backend: str | Backend,
+    forward_output: bool | None = None,
     *,
     max_tasks_per_child: int | None = None,
     allow: tuple[str, ...] = (),
@@ -47,6 +48,8 @@ def make_backend(
         settings = settings.replace(broker_url=broker)
     if max_tasks_per_child is not None:
         settings = settings.replace(max_tasks_per_child=max_tasks_per_child)
+    if forward_output is not None:
+        settings = settings.replace(forward_output=forward_output)
     engine = get_backend(backend, settings, workers)
     engine.start(allow)
     return engine, True
@@ -67,7 +70,9 @@ class CeleryExecutor(Executor):
     Celery workers (prefork), not by this process.
     ``broker`` (or ``DISTLOOP_BROKER_URL``) names the Redis the workers serve;
     ``settings`` gives every other option; ``backend`` runs the same calls on
-    ``"process"``, ``"thread"`` or ``"serial"`` for comparison.
+    ``"process"``, ``"thread"`` or ``"serial"`` for comparison. What the calls print or
+    log on Celery workers shows on this process's stdout and stderr as ``[host:pid] line``
+    unless ``forward_output=False``.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class CeleryExecutor(Executor):
         broker: str | None = None,
         settings: Settings | None = None,
         backend: str | Backend = "celery",
+        forward_output: bool | None = None,
     ) -> None:
         check_count(max_workers, "max_workers must be greater than 0")
         mp_context_ignored(mp_context)
@@ -88,7 +94,7 @@ class CeleryExecutor(Executor):
         init = initializer_spec(initializer, initargs)
         allow = (init["target"].rpartition(":")[0],) if init else ()
         engine, owned = make_backend(
-            max_workers, broker, settings, backend, max_tasks_per_child=max_tasks_per_child, allow=allow
+            max_workers, broker, settings, backend, forward_output, max_tasks_per_child=max_tasks_per_child, allow=allow
         )
         self._dispatcher = CallDispatcher(engine, own_backend=owned, init=init)
 

@@ -46,6 +46,7 @@ class Pool:
     before it is replaced; applied to the embedded cluster, while workers you
     start keep their own ``--max-tasks-per-child``. ``context`` is accepted and
     ignored: worker processes are started by the Celery workers, not here.
+    ``forward_output=False``: what the calls print or log on the workers is not shown here.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class Pool:
         broker: str | None = None,
         settings: Settings | None = None,
         backend: str = "celery",
+        forward_output: bool | None = None,
     ) -> None:
         self._state = "INIT"
         check_count(processes, "Number of processes must be at least 1")
@@ -67,7 +69,7 @@ class Pool:
         init = initializer_spec(initializer, initargs)
         allow = (init["target"].rpartition(":")[0],) if init else ()
         engine, owned = make_backend(
-            processes, broker, settings, backend, max_tasks_per_child=maxtasksperchild, allow=allow
+            processes, broker, settings, backend, forward_output, max_tasks_per_child=maxtasksperchild, allow=allow
         )
         self._dispatcher = CallDispatcher(engine, own_backend=owned, init=init)
         self._state = "RUN"

@@ -105,3 +105,17 @@ TIMEOUT_GRACE_SECONDS = 5.0
 #: generator): enough that short calls are not dominated by the broker, few enough
 #: that results come back as the input is read.
 MAX_STREAM_CHUNK = 10_000
+
+#: Forwarded output (what ``f`` prints or logs on a worker, shown by the producer): at
+#: most this many lines and bytes per chunk (then one marker line counts what was
+#: dropped) and per job (then one marker, and nothing more), so that a runaway print
+#: loop cannot fill Redis or the terminal. A line longer than OUTPUT_LINE_CHARS is cut.
+OUTPUT_LINES_PER_CHUNK = 10_000
+OUTPUT_BYTES_PER_CHUNK = 1_000_000
+OUTPUT_LINES_PER_JOB = 100_000
+OUTPUT_BYTES_PER_JOB = 10_000_000
+OUTPUT_LINE_CHARS = 4_000
+
+#: A chunk that prints pushes its lines at least this often (seconds), so that a
+#: long chunk's output shows while it runs, not only at its end.
+OUTPUT_FLUSH_SECONDS = 0.5

@@ -26,6 +26,7 @@ ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
 ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
 ENV_MAX_TASKS_PER_CHILD = "DISTLOOP_MAX_TASKS_PER_CHILD"
+ENV_FORWARD_OUTPUT = "DISTLOOP_FORWARD_OUTPUT"
 #: Set by whoever starts a worker and waits for it (the embedded cluster): a file the
 #: worker creates once it consumes tasks.
 ENV_READY_FILE = "DISTLOOP_READY_FILE"
@@ -96,6 +97,11 @@ class Settings:
     #: Chunks a worker's pool process runs before it is replaced (Celery's
     #: ``worker_max_tasks_per_child``; ``Pool(maxtasksperchild=N)`` on the embedded cluster).
     max_tasks_per_child: int | None = None
+    #: Show on the producer's terminal what ``f`` prints or logs on Celery workers
+    #: (``DISTLOOP_FORWARD_OUTPUT=0``, ``--no-forward-output`` or ``forward_output=False``
+    #: turn it off; see :mod:`distloop.tasks.output`). A producer setting: each chunk's
+    #: message says whether its worker forwards.
+    forward_output: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -111,6 +117,7 @@ class Settings:
             "tls_key_file": env.get(ENV_TLS_KEY) or None,
             "tls_insecure": env.get(ENV_TLS_INSECURE, "").strip().lower() in ("1", "true", "yes"),
             "task_events": env.get(ENV_TASK_EVENTS, "").strip().lower() in ("1", "true", "yes"),
+            "forward_output": env.get(ENV_FORWARD_OUTPUT, "").strip().lower() not in ("0", "false", "no", "off"),
         }
         if env.get(ENV_TIME_LIMIT):
             limit = float(env[ENV_TIME_LIMIT])

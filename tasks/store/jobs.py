@@ -7,6 +7,8 @@ Keys (all expire after ``result_expires``):
 - ``distloop:job:<id>:done``     list: chunk indices in completion order, which the
   producer pops to stream results without polling each chunk
 - ``distloop:job:<id>:running``  hash: chunk index -> {"host", "at"} while a worker runs it
+- ``distloop:job:<id>:output``   list: lines ``f`` printed or logged on the workers, until the
+  producer shows them; ``...:output:budget`` (hash) counts what the job sent (:mod:`distloop.tasks.output`)
 - ``distloop:job:<id>:outcome``  string: how the job ended ("done", "failed", "interrupted",
   "terminated"), written when its producer deletes the rest, so ``distloop status`` can
   still answer
@@ -82,6 +84,16 @@ def _plan_key(job_id: str) -> str:
 
 def _outcome_key(job_id: str) -> str:
     return PREFIX + job_id + ":outcome"
+
+
+def output_key(job_id: str) -> str:
+    """The list of ``job_id``'s forwarded output lines (see :mod:`distloop.tasks.output`)."""
+    return PREFIX + job_id + ":output"
+
+
+def output_budget_key(job_id: str) -> str:
+    """How many lines and bytes of output ``job_id`` forwarded so far, and whether it is full."""
+    return PREFIX + job_id + ":output:budget"
 
 
 def ledger_keys(job_id: str) -> tuple[str, str, str, str]:
@@ -237,7 +249,7 @@ class JobStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.exists(_keys(job_id)[0])
         pipe.hkeys(_keys(job_id)[3])
-        pipe.delete(*_keys(job_id), _plan_key(job_id))
+        pipe.delete(*_keys(job_id), _plan_key(job_id), output_key(job_id), output_budget_key(job_id))
         existed, running, _ = pipe.execute()
         if existed and outcome is not None:
             note = {**outcome, "ended_at": time.time()}
