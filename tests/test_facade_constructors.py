@@ -139,9 +139,18 @@ def test_initializer_on_the_local_backends(backend: str, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_maxtasksperchild_reaches_the_embedded_clusters_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With no broker, the pool starts the workers: ``maxtasksperchild`` is theirs (one chunk = one task)."""
+def test_maxtasksperchild_reaches_the_embedded_clusters_workers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With no broker, the pool starts the workers: ``maxtasksperchild`` is theirs (one chunk = one task).
+
+    The initializer's module is allowed on that cluster from the start; each new process runs it.
+    """
     monkeypatch.delenv("DISTLOOP_BROKER_URL", raising=False)
-    with Pool(1, maxtasksperchild=1) as pool:
-        pids = [pool.apply(workloads.pid, (i,)) for i in range(3)]
-    assert len(set(pids)) == 3  # a new process for every task
+    monkeypatch.delenv("DISTLOOP_ALLOW", raising=False)
+    log = tmp_path / "init.log"
+    with Pool(1, workloads.remember, ("embedded", str(log)), maxtasksperchild=1) as pool:
+        rows = [pool.apply(workloads.tagged, (i,)) for i in range(3)]
+    assert len({r[1] for r in rows}) == 3  # a new process for every task
+    assert {r[2] for r in rows} == {"embedded"}
+    assert pids_by_tag(log) == collections.Counter((r[1], "embedded") for r in rows)
