@@ -8,10 +8,12 @@ data, so that a failed item never loses the rest of its chunk's work.
 
 from __future__ import annotations
 
+import operator
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice, repeat, starmap
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
@@ -177,16 +179,20 @@ def _text_of(exc: BaseException) -> str:
         return f"<str() failed: {type(failure).__name__}>"
 
 
-# Whole-chunk reductions at C speed for the fast path; None is the empty partial.
-_FAST_REDUCE: dict[str, Callable[[Iterator[Any]], Any]] = {
-    "sum": lambda values: _sum(values),
-    "min": lambda values: min(values, default=None),
-    "max": lambda values: max(values, default=None),
-    "count": lambda values: sum(1 for v in values if v),
+# Folding a block of values into a partial at C speed; None is the empty partial. Raises
+# (TypeError: a None, values that do not combine) when the block must go item by item.
+_FAST_FOLD: dict[str, Callable[[Any, list[Any]], Any]] = {
+    "sum": lambda acc, block: _sum(iter(block)) if acc is None else sum(block, acc),
+    "min": lambda acc, block: combine("min", acc, min(block, default=None)),
+    "max": lambda acc, block: combine("max", acc, max(block, default=None)),
+    "count": lambda acc, block: (acc or 0) + sum(map(operator.truth, block)),
 }
 
+#: Items per block when reducing: the values of one block stay in cache, then are folded.
+_REDUCE_BLOCK = 4096
 
 _NOTHING = object()
+_FAILED = object()  # the value of an item whose call raised
 
 
 def _sum(values: Iterator[Any]) -> Any:
@@ -199,52 +205,119 @@ def _sum(values: Iterator[Any]) -> Any:
     return sum(values, first)
 
 
-def _fast_chunk(fn: Callable[..., Any], chunk: ChunkSpec, reduce: str | None) -> ChunkResult:
-    """A range chunk with no failing item: map at C speed, no per-item bookkeeping."""
-    items = range(chunk.start, chunk.stop, chunk.step)
-    result = ChunkResult(index=chunk.index, items=len(items))
-    if reduce:
-        result.partial = codec.encode(_FAST_REDUCE[reduce](map(fn, items)))
+def _apply(fn: Callable[..., Any], call: list[Any]) -> Any:
+    return fn(*call[0], **call[1])
+
+
+# Makes the calls of the items at positions lo..hi, each made as it is iterated.
+_Calls = Callable[[int, int], Iterator[Any]]
+
+
+def _calls(fn: Callable[..., Any], chunk: ChunkSpec) -> tuple[_Calls, Callable[[int], Any]]:
+    """``fn``'s calls over the chunk's items (``map``, at C speed), and each position's loop index."""
+    if chunk.is_range:
+        items = range(chunk.start, chunk.stop, chunk.step)
+        return (lambda lo, hi: map(fn, items[lo:hi])), items.__getitem__
+    # One iterator over the calls, taken up in order. Every argument is decoded before any
+    # call is made: arguments this worker cannot read (codec.DecodeError) fail the whole
+    # chunk, as the chunk task reports them, instead of running the calls around them.
+    calls: Iterator[Any]
+    if chunk.each is not None:  # f(x) calls, one argument each (map's compact form)
+        calls = map(fn, list(map(codec.decode, chunk.each)))
+    elif any(kwargs for _, kwargs in chunk.calls or ()):
+        calls = map(_apply, repeat(fn), list(map(codec.decode, chunk.calls or ())))
     else:
-        result.values = codec.encode_all(map(fn, items))
+        calls = starmap(fn, list(map(codec.decode, (args for args, _ in chunk.calls or ()))))
+    return (lambda lo, hi: islice(calls, hi - lo)), int
+
+
+def _run(calls: _Calls, lo: int, hi: int, on_error: str) -> tuple[list[Any], dict[int, BaseException]]:
+    """The values of the items at positions lo..hi, each item's call made exactly once.
+
+    ``list.extend`` keeps what it appended before an exception, so the failing
+    position is known: it gets a marker (:data:`_FAILED`) and the calls go on from
+    the next item instead of being made again. Returns the values and the failures
+    by position in the values; stops at the first failure with ``on_error="raise"``.
+    """
+    out: list[Any] = []
+    failures: dict[int, BaseException] = {}
+    while True:
+        try:
+            out.extend(calls(lo + len(out), hi))
+            return out, failures
+        except ITEM_ERRORS as exc:
+            failures[len(out)] = exc
+            out.append(_FAILED)
+            if on_error == "raise" or lo + len(out) >= hi:
+                return out, failures
+
+
+def _fast_chunk(fn: Callable[..., Any], chunk: ChunkSpec, reduce: str | None, on_error: str) -> ChunkResult:
+    """Every item's call made exactly once, at C speed between failures; failures become item errors."""
+    calls, index_of = _calls(fn, chunk)
+    result = ChunkResult(index=chunk.index)
+    if reduce:
+        _reduce_values(calls, len(chunk), index_of, reduce, on_error, result)
+        return result
+    values, failures = _run(calls, 0, len(chunk), on_error)
+    errors = {p: item_error(index_of(p), exc) for p, exc in failures.items()}
+    for p in errors:
+        values[p] = None
+    try:
+        encoded = codec.encode_all(values)
+    except codec.NotJSONable:  # find which: encode value by value (the calls are not made again)
+        encoded = []
+        for p, value in enumerate(values):
+            try:
+                encoded.append(codec.encode(value))
+            except codec.NotJSONable as exc:
+                errors[p] = item_error(index_of(p), exc, with_traceback=False) | {"type": "NotJSONable"}
+                encoded.append(None)
+    if on_error == "raise" and errors:
+        first = min(errors)
+        result.values, result.items, result.errors = encoded[:first], first, [errors[first]]
+    else:
+        result.values, result.items, result.errors = encoded, len(encoded), [errors[p] for p in sorted(errors)]
     return result
 
 
-def _fast_calls(fn: Callable[..., Any], chunk: ChunkSpec) -> ChunkResult:
-    """Explicit calls at C speed (``on_error="collect"``): a failing call is recorded, never run twice.
-
-    ``map`` goes on after an exception from ``fn`` (its input iterator is not a
-    generator), so the loop resumes right after the call that failed.
-    """
-    # Arguments are decoded first: one this worker cannot read fails the chunk as the
-    # item-by-item path does (codec.DecodeError), before any call runs.
-    if chunk.each is not None:
-        runner = map(fn, list(map(codec.decode, chunk.each)))
-    else:
-        decoded = [(codec.decode(args), codec.decode(kwargs)) for args, kwargs in chunk.calls or ()]
-        runner = map(lambda call: fn(*call[0], **call[1]), decoded)
-    values: list[Any] = []
-    errors: list[dict[str, Any]] = []
-    while True:
-        try:
-            values.extend(runner)
-            break
-        except ITEM_ERRORS as exc:
-            errors.append(item_error(len(values), exc))
-            values.append(None)
-    try:
-        encoded = codec.encode_all(values)
-    except codec.NotJSONable:
-        failed = {e["index"] for e in errors}
-        encoded = []
-        for n, value in enumerate(values):
+def _reduce_values(
+    calls: _Calls, count: int, index_of: Callable[[int], Any], reduce: str, on_error: str, result: ChunkResult
+) -> None:
+    """Fold the calls' values block by block; a block with a failure or a value that does
+    not fold at C speed is folded value by value, as the item-by-item path does."""
+    acc: Any = None
+    to_partial = REDUCERS[reduce][1]
+    done = 0
+    while done < count:
+        block, failures = _run(calls, done, min(done + _REDUCE_BLOCK, count), on_error)
+        if not failures:
             try:
-                encoded.append(None if n in failed else codec.encode(value))
-            except codec.NotJSONable as exc:
-                errors.append(item_error(n, exc, with_traceback=False) | {"type": "NotJSONable"})
-                encoded.append(None)
-        errors.sort(key=lambda e: e["index"])
-    return ChunkResult(index=chunk.index, items=len(values), values=encoded, errors=errors)
+                acc = _FAST_FOLD[reduce](acc, block)
+                result.items += len(block)
+                done += len(block)
+                continue
+            except Exception:
+                pass
+        for p, value in enumerate(block):
+            error = failures.get(p)
+            if error is None:
+                try:
+                    acc = combine(reduce, acc, to_partial(value))
+                except Exception as exc:
+                    error = exc
+            if error is not None:
+                result.errors.append(item_error(index_of(done + p), error))
+                if on_error == "raise":
+                    done = count
+                    break
+            result.items += 1
+        else:
+            done += len(block)
+    try:
+        result.partial = codec.encode(acc)
+    except codec.NotJSONable as exc:
+        result.fatal = {"kind": "result", "message": f"reduced value of chunk {result.index}: {exc}"}
 
 
 def timeout_error(index: Any, message: str = "still running when the chunk's --timeout expired") -> dict[str, Any]:
@@ -290,24 +363,17 @@ def run_chunk(
 ) -> ChunkResult:
     """Run ``fn`` over ``chunk``'s items; never raises for an item's failure.
 
-    With ``fast``, range chunks first take a fast path; if any item fails, the
-    chunk is run again item by item to find and report exactly which (chunks
-    are pure functions of their range). Chunks under a
-    ``--timeout`` go item by item from the start, so the stuck item is known.
+    ``fn`` runs exactly once per item, whatever fails. With ``fast``, the calls are
+    made at C speed (``map``), a failing item is recorded and the rest go on from the
+    next item; values are encoded (or folded) afterwards, so a value that cannot
+    travel does not call ``fn`` again either. Chunks under a ``--timeout`` go item by
+    item from the start, so the stuck item is known.
     """
     started = time.perf_counter()
-    if fast and not chunk.is_range and reduce is None and on_error == "collect":
-        result = _fast_calls(fn, chunk)
+    if fast:
+        result = _fast_chunk(fn, chunk, reduce, on_error)
         result.seconds = time.perf_counter() - started
         return result
-    if fast and chunk.is_range:
-        try:
-            result = _fast_chunk(fn, chunk, reduce)
-        except ITEM_ERRORS:
-            pass
-        else:
-            result.seconds = time.perf_counter() - started
-            return result
     result = ChunkResult(index=chunk.index, values=None if reduce else [])
     to_partial = REDUCERS[reduce][1] if reduce else None
     acc: Any = None

@@ -36,6 +36,7 @@ from distloop.tasks.output import OutputStore
 from distloop.tasks.store.connect import connect_store
 from distloop.tasks.store.jobs import JobStore
 from distloop.tasks.store.workers import live_workers
+from distloop.tasks.targets import allow_entries
 from distloop.worker.embedded import EmbeddedCluster
 
 
@@ -131,7 +132,7 @@ class CeleryBackend(Backend):
         self.start((module,))
         assert self.app is not None and self.store is not None and self._broker is not None
         if self.cluster is not None:  # our private workers: allow this job's module too
-            self.store.allow([module])
+            self.store.allow(allow_entries(job.target))
         meta = {
             "target": job.target, "reduce": job.reduce, "on_error": job.on_error,
             "timeout": job.timeout, "state": "running", **job.meta,
