@@ -65,7 +65,7 @@ def dispatch_rates(settings: Settings, n: int) -> tuple[float, float]:
     return n / report.runs["celery"].wall_s, n / plain_group_seconds(settings, n)
 
 
-def facade_walls(settings: Settings, n: int, repeat: int = 3) -> dict[str, float]:
+def facade_walls(settings: Settings, n: int, repeat: int = 5) -> dict[str, float]:
     """Median wall seconds of ``square`` over n items: multiprocessing.Pool(2).map, run_loop and each facade.
 
     One after the other on the same workers; every facade (and run_loop's backend)
