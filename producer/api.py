@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import reprlib
 import time
@@ -14,9 +15,11 @@ from distloop.assemble import Assembler, JsonLinesSink, ListSink
 from distloop.backends import get_backend
 from distloop.backends.base import Backend, JobSpec
 from distloop.dispatch import Progress, run_chunks
+from distloop.ranges import range_length
 from distloop.sizing import ChunkPlanner
-from distloop.tasks.core import codec
+from distloop.tasks.core import codec, defaults
 from distloop.tasks.core.errors import ResultNotSerializable, UsageError
+from distloop.tasks.core.limits import check_positive
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
 from distloop.tasks.targets import resolve, target_of
@@ -47,7 +50,7 @@ def validate(reduce: str | None, on_error: str) -> None:
 
 
 def validate_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout > 0:
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise UsageError(f"--timeout must be a positive number of seconds, not {timeout}")
 
 
@@ -59,9 +62,13 @@ def chunk_size_option(chunk_size: int | str) -> int | None:
         size = int(chunk_size)
     except ValueError:
         raise UsageError(f"--chunk-size {chunk_size!r}: expected a positive integer or 'auto'") from None
-    if size < 1:
-        raise UsageError(f"--chunk-size must be at least 1, not {size}")
+    check_positive(size, "--chunk-size", defaults.MAX_CHUNK_SIZE)
     return size
+
+
+def item_count(items: range | list[Any]) -> int:
+    """How many items: a range's length of any size (``len`` stops at 2**63), or a list's."""
+    return range_length(items) if isinstance(items, range) else len(items)
 
 
 def plan_chunks(items: range | list[Any], chunk_size: int | str, workers: int) -> ChunkPlanner:
@@ -127,7 +134,9 @@ def run_job(
         planner = plan_chunks(items, chunk_size, engine.workers)
         assembler.total_chunks = planner.estimated_chunks()
         # Everything `distloop resume` needs to finish the job is kept in its ledger.
-        meta: dict[str, Any] = {"items": len(items), "chunk_size": planner.first_size, "chunks": assembler.total_chunks}
+        meta: dict[str, Any] = {
+            "items": item_count(items), "chunk_size": planner.first_size, "chunks": assembler.total_chunks,
+        }  # fmt: skip
         if isinstance(items, range):
             meta["range"] = [items.start, items.stop, items.step]
         if output is not None and getattr(output, "name", None):
@@ -148,7 +157,7 @@ def run_job(
             engine.close()
     result = assembler.value if reduce else (sink.values if isinstance(sink, ListSink) else None)
     return JobReport(
-        job.job_id, engine.name, len(items), planner.sent, planner.largest, wall, result,
+        job.job_id, engine.name, item_count(items), planner.sent, planner.largest, wall, result,
         assembler.errors, assembler.hosts, engine.startup_s, assembler.compute_s,
     )  # fmt: skip
 

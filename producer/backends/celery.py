@@ -72,6 +72,11 @@ class CeleryBackend(Backend):
         self._output: OutputStore | None = None  # the workers' forwarded output, when asked for
         self._output_shown = 0.0
 
+    @classmethod
+    def worker_cap(cls, settings: Settings) -> int:
+        # With --broker, --workers starts nothing: it only sizes the chunks in flight.
+        return super().worker_cap(settings) if settings.broker_url is None else defaults.MAX_WORKERS
+
     @property
     def workers(self) -> int:
         return self._workers or self.requested_workers or 1

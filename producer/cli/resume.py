@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distloop.cli.options import check_url
 from distloop.cli.output import emit, open_output, stdout_to_stderr
 from distloop.progress import progress_for
 from distloop.resume import resume_job
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(broker_url=args.broker, forward_output=args.forward_output)
+    settings = Settings.from_env(broker_url=check_url(args.broker), forward_output=args.forward_output)
     progress = progress_for(args.progress, total_items=0)
     try:
         with stdout_to_stderr(args.json):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from distloop.tasks.core import defaults
-from distloop.tasks.core.tls import check_tls_url, strip_tls_query, tls_options
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.tls import check_tls_url, is_tls, strip_tls_query, tls_options
 
 ENV_BROKER = "DISTLOOP_BROKER_URL"
 ENV_RESULT = "DISTLOOP_RESULT_URL"
@@ -35,6 +37,48 @@ ENV_READY_FILE = "DISTLOOP_READY_FILE"
 def split_patterns(text: str | None) -> tuple[str, ...]:
     """Split a comma-separated allow-list into stripped, non-empty patterns."""
     return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+FLAG_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """A yes/no variable: unset or empty is ``default``; anything but 1/0, true/false, yes/no, on/off is refused."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text not in FLAG_VALUES:
+        raise UsageError(f"{name}={env[name]!r}: expected 1 or 0 (or true/false, yes/no, on/off)")
+    return FLAG_VALUES[text]
+
+
+def env_count(env: Mapping[str, str], name: str) -> int | None:
+    """A count variable, a whole number above 0; None when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"{name}={env[name]!r}: expected a whole number above 0, such as 100")
+    return value
+
+
+def env_seconds(env: Mapping[str, str], name: str, whole: bool = False) -> float | None:
+    """A duration variable in seconds, above 0 (``whole``: an integer); None when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    expected = "a whole number of seconds above 0, such as 3600" if whole else "a number of seconds above 0"
+    try:
+        value = float(int(text)) if whole else float(text)
+    except ValueError:
+        raise UsageError(f"{name}={env[name]!r}: expected {expected}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{name}={env[name]!r}: expected {expected}")
+    return value
 
 
 def mask_url(url: str | None) -> str:
@@ -111,23 +155,25 @@ class Settings:
             "broker_url": env.get(ENV_BROKER) or None,
             "result_url": env.get(ENV_RESULT) or None,
             "allow": split_patterns(env.get(ENV_ALLOW)),
-            "allow_from_store": env.get(ENV_ALLOW_FROM_STORE) == "1",
+            "allow_from_store": env_flag(env, ENV_ALLOW_FROM_STORE),
             "tls_ca_file": env.get(ENV_TLS_CA) or None,
             "tls_cert_file": env.get(ENV_TLS_CERT) or None,
             "tls_key_file": env.get(ENV_TLS_KEY) or None,
-            "tls_insecure": env.get(ENV_TLS_INSECURE, "").strip().lower() in ("1", "true", "yes"),
-            "task_events": env.get(ENV_TASK_EVENTS, "").strip().lower() in ("1", "true", "yes"),
-            "forward_output": env.get(ENV_FORWARD_OUTPUT, "").strip().lower() not in ("0", "false", "no", "off"),
+            "tls_insecure": env_flag(env, ENV_TLS_INSECURE),
+            "task_events": env_flag(env, ENV_TASK_EVENTS),
+            "forward_output": env_flag(env, ENV_FORWARD_OUTPUT, default=True),
         }
-        if env.get(ENV_TIME_LIMIT):
-            limit = float(env[ENV_TIME_LIMIT])
+        limit = env_seconds(env, ENV_TIME_LIMIT)
+        if limit is not None:
             values["chunk_time_limit"] = limit
             values["chunk_soft_time_limit"] = max(limit - 60.0, limit * 0.9)
             values["visibility_timeout"] = int(max(defaults.VISIBILITY_TIMEOUT, limit + 600))
-        if env.get(ENV_VISIBILITY):
-            values["visibility_timeout"] = int(env[ENV_VISIBILITY])
-        if env.get(ENV_MAX_TASKS_PER_CHILD):
-            values["max_tasks_per_child"] = int(env[ENV_MAX_TASKS_PER_CHILD])
+        visibility = env_seconds(env, ENV_VISIBILITY, whole=True)
+        if visibility is not None:
+            values["visibility_timeout"] = int(visibility)
+        max_tasks = env_count(env, ENV_MAX_TASKS_PER_CHILD)
+        if max_tasks is not None:
+            values["max_tasks_per_child"] = max_tasks
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -175,6 +221,12 @@ class Settings:
         tls_files = bool(self.tls_ca_file or self.tls_cert_file or self.tls_key_file)
         for url in {self.effective_broker_url, self.effective_result_url}:
             check_tls_url(url, self.tls_insecure, tls_files)
+        if any(is_tls(url) for url in (self.effective_broker_url, self.effective_result_url)):
+            # Only where TLS is used: the embedded cluster's plain redis:// leaves them aside.
+            for name, path in ((ENV_TLS_CA, self.tls_ca_file), (ENV_TLS_CERT, self.tls_cert_file),
+                               (ENV_TLS_KEY, self.tls_key_file)):  # fmt: skip
+                if path and not os.path.isfile(path):
+                    raise UsageError(f"{name}={path!r}: no such file (expected a PEM file)")
 
     def tls_for(self, url: str) -> dict[str, Any] | None:
         """redis-py's TLS options for ``url`` (None for ``redis://``): checks on unless ``tls_insecure``."""
