@@ -154,3 +154,15 @@ def test_maxtasksperchild_reaches_the_embedded_clusters_workers(
     assert len({r[1] for r in rows}) == 3  # a new process for every task
     assert {r[2] for r in rows} == {"embedded"}
     assert pids_by_tag(log) == collections.Counter((r[1], "embedded") for r in rows)
+
+
+def test_max_tasks_per_child_setting_reaches_celery_and_the_workers_environment() -> None:
+    from distloop import UsageError
+    from distloop.tasks.core.settings import Settings
+
+    settings = Settings.from_env({"DISTLOOP_MAX_TASKS_PER_CHILD": "3"})
+    assert settings.celery_config()["worker_max_tasks_per_child"] == 3
+    assert Settings.from_env(settings.to_env()).max_tasks_per_child == 3  # what a started worker reads
+    for bad in ("x", "0", "-2"):
+        with pytest.raises(UsageError, match="DISTLOOP_MAX_TASKS_PER_CHILD=.*expected a whole number above 0"):
+            Settings.from_env({"DISTLOOP_MAX_TASKS_PER_CHILD": bad})
