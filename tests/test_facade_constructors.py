@@ -164,5 +164,5 @@ def test_max_tasks_per_child_setting_reaches_celery_and_the_workers_environment(
     assert settings.celery_config()["worker_max_tasks_per_child"] == 3
     assert Settings.from_env(settings.to_env()).max_tasks_per_child == 3  # what a started worker reads
     for bad in ("x", "0", "-2"):
-        with pytest.raises(UsageError, match="DISTLOOP_MAX_TASKS_PER_CHILD=.*expected a whole number above 0"):
+        with pytest.raises(UsageError, match=r"DISTLOOP_MAX_TASKS_PER_CHILD=.*expected a whole number above 0"):
             Settings.from_env({"DISTLOOP_MAX_TASKS_PER_CHILD": bad})
