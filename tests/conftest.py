@@ -54,7 +54,7 @@ def settings_for(server: RedisServer, allow: tuple[str, ...] = TEST_ALLOW) -> Se
 
 
 class Workers:
-    """Real ``celery -A distloop.tasks worker`` prefork processes against one Redis."""
+    """Real Celery ``worker`` prefork processes against one Redis (``start_worker``: Celery's own command)."""
 
     def __init__(self, settings: Settings, tmp: Path) -> None:
         self.settings = settings

@@ -37,6 +37,10 @@ from distloop.tasks.store.workers import events_watched, live_workers
 from distloop.worker.celery_worker import worker_env
 from distloop.worker.processes import ManagedProcess
 
+#: Where `distloop flower` finds USER:PASS when --basic-auth is not given (keeps it out of `ps`);
+#: `distloop up --flower` writes its credentials there in its environment file.
+ENV_FLOWER_AUTH = "DISTLOOP_FLOWER_AUTH"
+
 #: Columns of Flower's tasks page: ``args`` shows each chunk's job, target and range.
 TASKS_COLUMNS = "name,uuid,state,args,received,started,runtime,worker"
 

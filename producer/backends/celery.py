@@ -38,6 +38,7 @@ from distloop.tasks.store.connect import connect_store
 from distloop.tasks.store.jobs import JobStore
 from distloop.tasks.store.workers import live_workers
 from distloop.tasks.targets import allow_entries
+from distloop.worker.discover import find_standing
 from distloop.worker.embedded import EmbeddedCluster
 
 
@@ -72,6 +73,7 @@ class CeleryBackend(Backend):
         self._watchdog = Watchdog()
         self._output: OutputStore | None = None  # the workers' forwarded output, when asked for
         self._output_shown = 0.0
+        self.standing = False  # on the standing cluster of `distloop up`, found by its environment file
 
     @classmethod
     def worker_cap(cls, settings: Settings) -> int:
@@ -100,10 +102,15 @@ class CeleryBackend(Backend):
         if self.app is not None:
             return
         started = time.perf_counter()
+        standing = find_standing(self.settings) if self.embedded else None
+        if standing is not None:  # no start-up: its workers are there already
+            self.settings = self.settings.replace(broker_url=standing)
+            self.standing = True
         settings = self.settings
         try:
             if self.embedded:
-                self.cluster = EmbeddedCluster(self.requested_workers, allow, settings).start()
+                # Returns once Redis answers: the first chunks wait there while the worker starts.
+                self.cluster = EmbeddedCluster(self.requested_workers, allow, settings).start(wait=False)
                 assert self.cluster.settings is not None
                 settings = self.cluster.settings
                 self._workers = self.cluster.workers
@@ -118,6 +125,15 @@ class CeleryBackend(Backend):
             self.close()
             raise
         self.startup_s = time.perf_counter() - started
+
+    def _cluster_ready(self) -> bool:
+        """Whether the embedded worker (if any) consumes tasks; :class:`BrokerUnavailable` if it died starting."""
+        if self.cluster is None:
+            return True
+        if not self.cluster.check():
+            return False
+        self.startup_s = self.cluster.startup_s  # to the worker's ready, not to the first chunk's send
+        return True
 
     def _count_remote_workers(self) -> int:
         """Worker processes serving the queue (from their heartbeats); fail clearly when none."""
@@ -150,7 +166,7 @@ class CeleryBackend(Backend):
         module = job.target.rpartition(":")[0]
         self.start((module,))
         assert self.app is not None and self.store is not None and self._broker is not None
-        if self.cluster is not None:  # our private workers: allow this job's module too
+        if self.cluster is not None or self.standing:  # our private workers: allow this job's module too
             self.store.allow(allow_entries(job.target))
         meta = {
             "target": job.target, "reduce": job.reduce, "on_error": job.on_error,
@@ -250,6 +266,8 @@ class CeleryBackend(Backend):
         """Results finished since the last call; a refused chunk goes to another worker instead."""
         assert self.store is not None
         refusals = self._refusals[job.job_id]
+        if not self._cluster_ready():
+            timeout = min(timeout, 0.05)  # look again soon: a worker that dies starting fails the job
         try:
             # With refusals still to hand over (Redis was away), do not block on new results.
             indices = self.store.pop_done(job.job_id, 0.01 if refusals.backlog else timeout)

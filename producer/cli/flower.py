@@ -15,11 +15,9 @@ from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings, mask_url
 from distloop.tasks.store.connect import connect_store
-from distloop.worker.flower import parse_basic_auth, require_flower, start_flower
+from distloop.worker.flower import ENV_FLOWER_AUTH, parse_basic_auth, require_flower, start_flower
 
 NAME = "flower"
-#: Where `distloop flower` finds USER:PASS when --basic-auth is not given (keeps it out of `ps`).
-ENV_FLOWER_AUTH = "DISTLOOP_FLOWER_AUTH"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

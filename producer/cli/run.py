@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduce", choices=tuple(REDUCERS), help="combine results on the workers")
     parser.add_argument("--output", metavar="FILE", help="write results as JSON Lines, in loop order")
     parser.add_argument("--broker", help="Redis URL of running workers (default: an embedded cluster)")
+    parser.add_argument("--embedded", action="store_true",
+                        help="an embedded cluster even if `distloop up` runs (as DISTLOOP_STANDING=0)")  # fmt: skip
     parser.add_argument("--on-error", default="raise", choices=ON_ERROR,
                         help="stop at the first failing item, or run them all (default raise)")  # fmt: skip
     parser.add_argument(
@@ -66,6 +68,8 @@ def main(args: argparse.Namespace) -> int:
     if args.reduce and args.output is not None:  # the file would stay empty, and the value be lost
         raise UsageError("--reduce gives one value, printed on stdout: leave out --output (or --reduce)")
     settings = Settings.from_env(broker_url=check_url(args.broker), forward_output=args.forward_output)
+    if args.embedded:
+        settings = settings.replace(standing=False)
     output = open_output(args.output) if args.output is not None else None
     progress = progress_for(args.progress, total_items=range_length(items), every=args.progress_every)
     try:

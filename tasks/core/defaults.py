@@ -73,6 +73,14 @@ MAX_WINDOW = 1024
 #: Seconds between plain progress lines when stderr is not a terminal (logs, CI).
 PROGRESS_INTERVAL = 10.0
 
+#: Where ``distloop up`` writes the full broker URL of its standing cluster (mode 600), and
+#: where ``distloop run`` and the facades look for one when no broker is configured.
+UP_ENV_FILE = "~/.distloop/up.env"
+
+#: Seconds a producer gives a standing cluster's Redis to answer PING before it starts
+#: an embedded cluster instead: it is on this host, so it answers in a millisecond or not at all.
+STANDING_PING_TIMEOUT = 0.5
+
 #: Seconds to wait for the embedded cluster (redis-server and workers) to be ready.
 STARTUP_TIMEOUT = 30.0
 

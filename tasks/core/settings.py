@@ -29,6 +29,9 @@ ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
 ENV_MAX_TASKS_PER_CHILD = "DISTLOOP_MAX_TASKS_PER_CHILD"
 ENV_FORWARD_OUTPUT = "DISTLOOP_FORWARD_OUTPUT"
+#: A standing cluster (``distloop up``): where its environment file is, and ``0`` to never use one.
+ENV_ENV_FILE = "DISTLOOP_ENV_FILE"
+ENV_STANDING = "DISTLOOP_STANDING"
 ENV_IO_CONCURRENCY = "DISTLOOP_IO_CONCURRENCY"
 ENV_POOL = "DISTLOOP_POOL"
 #: Set by whoever starts a worker and waits for it (the embedded cluster): a file the
@@ -157,6 +160,12 @@ class Settings:
     #: The workers' pool kind (``DISTLOOP_POOL``, ``--pool``): a worker serves that kind's
     #: queue, a producer sends its chunks there (:func:`defaults.queue_for`).
     pool: str = "prefork"
+    #: With no broker configured, use the standing cluster of ``env_file`` (``distloop up``)
+    #: when it answers and a worker serves it, instead of starting an embedded one
+    #: (``DISTLOOP_STANDING=0`` or ``--embedded``: always the embedded cluster).
+    standing: bool = True
+    #: The environment file ``distloop up`` writes and producers read (``DISTLOOP_ENV_FILE``).
+    env_file: str = defaults.UP_ENV_FILE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -173,6 +182,8 @@ class Settings:
             "tls_insecure": env_flag(env, ENV_TLS_INSECURE),
             "task_events": env_flag(env, ENV_TASK_EVENTS),
             "forward_output": env_flag(env, ENV_FORWARD_OUTPUT, default=True),
+            "standing": env_flag(env, ENV_STANDING, default=True),
+            "env_file": env.get(ENV_ENV_FILE) or defaults.UP_ENV_FILE,
         }
         io_concurrency = env_count(env, ENV_IO_CONCURRENCY, defaults.MAX_IO_CONCURRENCY)
         if io_concurrency is not None:
