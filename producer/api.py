@@ -128,7 +128,7 @@ def run_job(
 
         def observe(result: ChunkResult) -> None:
             planner.observe(result)
-            assembler.total_chunks = planner.estimated_chunks()
+            assembler.total_chunks = meta["chunks"] = planner.estimated_chunks()  # the ledger gets it too
 
         started = time.perf_counter()
         run_chunks(engine, job, iter(planner), assembler, window=planner.window, observe=observe, progress=progress)

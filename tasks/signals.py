@@ -14,6 +14,7 @@ import redis
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import signals
 from celery.utils.log import get_task_logger
+from celery.worker import state as worker_state
 
 from distloop.tasks import runtime
 from distloop.tasks.core import defaults
@@ -63,13 +64,23 @@ def sends_task_events(consumer: Any) -> bool:
     return not dispatcher.groups or "task" in dispatcher.groups
 
 
+def held_requests() -> list[str]:
+    """The ids of the tasks this worker holds: received and not finished (Celery's own worker state)."""
+    for _ in range(3):
+        try:
+            return list(worker_state.requests)
+        except RuntimeError:  # changed size while read from the heartbeat thread: read again
+            continue
+    return list(worker_state.requests.copy())
+
+
 @signals.worker_ready.connect
 def _announce_ready(sender: Any = None, **_: Any) -> None:
     global _heartbeat
     hostname = getattr(sender, "hostname", None) or "unknown"
     concurrency = int(getattr(getattr(sender, "controller", None), "concurrency", 0) or 1)
     client = runtime.settings.redis_client()
-    _heartbeat = Heartbeat(client, hostname, concurrency, lambda: sends_task_events(sender))
+    _heartbeat = Heartbeat(client, hostname, concurrency, lambda: sends_task_events(sender), held_requests)
     _heartbeat.start()
     path = os.environ.get(ENV_READY_FILE)
     if path:

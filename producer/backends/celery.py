@@ -22,19 +22,25 @@ from kombu.exceptions import OperationalError
 
 from distloop.backends.base import Backend, JobSpec, StoredJob
 from distloop.backends.events import follow_monitors
-from distloop.backends.queue import job_queues, purge_job
+from distloop.backends.queue import job_queues, purge_job, purge_unacked
 from distloop.backends.recovery import LostChunks
 from distloop.backends.refusals import Refusals, is_refusal
 from distloop.backends.watchdog import Watchdog
 from distloop.tasks.app import make_app
 from distloop.tasks.core import defaults
-from distloop.tasks.core.errors import BrokerUnavailable, UsageError
+from distloop.tasks.core.errors import BrokerUnavailable, JobBusy, UsageError
 from distloop.tasks.core.settings import Settings, mask_url
 from distloop.tasks.kernel import ChunkResult, ChunkSpec
 from distloop.tasks.store.connect import connect_store
 from distloop.tasks.store.jobs import JobStore
+from distloop.tasks.store.lease import Holder, Leases
 from distloop.tasks.store.workers import live_workers
 from distloop.worker.embedded import EmbeddedCluster
+
+#: The message header that names a chunk's job: revoking a job is revoking that stamp.
+JOB_STAMP = "distloop_job"
+#: Seconds the workers get to say which chunks they hold when a job makes no progress.
+INSPECT_TIMEOUT = 2.0
 
 
 def describe_chunk(job: JobSpec, chunk: ChunkSpec) -> str:
@@ -65,6 +71,9 @@ class CeleryBackend(Backend):
         # Per open job: the facades keep several open.
         self._lost: dict[str, LostChunks] = {}
         self._refusals: dict[str, Refusals] = {}
+        self._sent: dict[str, int] = {}  # job id -> chunks sent (highest index + 1)
+        self._chunks: dict[str, Any] = {}  # job id -> the total chunks last written to its ledger
+        self.leases: Leases | None = None
         self._watchdog = Watchdog()
 
     @property
@@ -87,6 +96,7 @@ class CeleryBackend(Backend):
                 settings = self.cluster.settings
                 self._workers = self.cluster.workers
             self.store = connect_store(settings)
+            self.leases = Leases(self.store.client)
             self.app = make_app(settings)
             self._broker = self._broker_client(settings)
             if not self.embedded:
@@ -124,26 +134,47 @@ class CeleryBackend(Backend):
         module = job.target.rpartition(":")[0]
         self.start((module,))
         assert self.app is not None and self.store is not None and self._broker is not None
+        self._take_lease(job.job_id)
         if self.cluster is not None:  # our private workers: allow this job's module too
             self.store.allow([module])
         meta = {
             "target": job.target, "reduce": job.reduce, "on_error": job.on_error,
-            "timeout": job.timeout, "state": "running", **job.meta,
+            "timeout": job.timeout, "state": "running", "created_at": time.time(), **job.meta,
         }  # fmt: skip
         self.store.create(job.job_id, meta)
         follow_monitors(self.app, self.settings, live_workers(self.store.client))
-        self._lost[job.job_id] = LostChunks(self.store, self._broker, job.job_id, meta)
+        self._lost[job.job_id] = LostChunks(self.store, self._broker, job.job_id, meta, self._held_by_workers)
         self._refusals[job.job_id] = Refusals(job.target)
+        self._chunks[job.job_id] = meta.get("chunks")
         if self._producer is None:
             self._producer = self.app.producer_pool.acquire(block=True)
+
+    def _take_lease(self, job_id: str) -> None:
+        """Make this producer the job's one producer, or refuse: another live producer runs it."""
+        assert self.leases is not None
+        holder = self.leases.take(job_id)
+        if holder is not None:
+            raise JobBusy(busy_message(job_id, holder))
+
+    def _held_by_workers(self, task_ids: list[str]) -> set[str] | None:
+        """Which of ``task_ids`` the live workers hold, by their own answer (Celery's inspect); None: no answer."""
+        assert self.app is not None
+        try:
+            replies = self.app.control.inspect(timeout=INSPECT_TIMEOUT).query_task(*task_ids)
+        except (OperationalError, redis.RedisError, OSError):
+            return None
+        if not replies:
+            return None
+        return {task_id for reply in replies.values() for task_id in (reply or {})}
 
     def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
         assert self.store is not None
         store = self.store
         plan = [c.to_wire() for c in chunks if c.calls is None]
         self._refusals[job.job_id].sent(chunks)
+        sent = self._sent[job.job_id] = max([self._sent.get(job.job_id, 0), *(c.index + 1 for c in chunks)])
         # The plan first: a producer that dies mid-send leaves no chunk resume cannot place.
-        self._publish(job, chunks, defaults.QUEUE, lambda: store.record_plan(job.job_id, plan))
+        self._publish(job, chunks, defaults.QUEUE, lambda: store.record_plan(job.job_id, plan, sent))
 
     def _publish(
         self, job: JobSpec, chunks: Sequence[ChunkSpec], queue: str | Queue, first: Callable[[], object]
@@ -167,6 +198,10 @@ class CeleryBackend(Backend):
                             # Results travel through the ledger: without this Celery subscribes
                             # to a result channel per chunk, and the producer grows with the job.
                             ignore_result=True,
+                            # Stamped with its job: cancelling revokes the stamp, which leaves no
+                            # REVOKED result behind (a revoke by task id stores one per chunk).
+                            stamped_headers=[JOB_STAMP],
+                            **{JOB_STAMP: job.job_id},
                             **limits,
                         )
                 self._watchdog.reached()
@@ -187,6 +222,10 @@ class CeleryBackend(Backend):
     def stored_job(self, job_id: str) -> StoredJob | None:
         self.start()
         assert self.store is not None
+        if not self.store.exists(job_id):
+            return None
+        # Before anything is read or written: one producer per job.
+        self._take_lease(job_id)
         meta = self.store.meta(job_id)
         if meta is None:
             return None
@@ -200,10 +239,17 @@ class CeleryBackend(Backend):
 
     def lost(self, job: JobSpec, pending: Collection[int]) -> list[int]:
         """Chunks lost with a dead worker or a restarted Redis (see :mod:`distloop.backends.recovery`)."""
-        assert self.store is not None
+        assert self.store is not None and self.leases is not None
         try:
+            holder = self.leases.take(job.job_id)  # renewed on every check, every few seconds
+            if holder is not None:
+                self._lost.pop(job.job_id, None)  # ours no more: _end leaves the ledger alone
+                raise JobBusy(f"job {job.job_id} was taken over by another producer ({holder.host}, pid {holder.pid})")
+            if job.meta.get("chunks") != self._chunks.get(job.job_id):  # the planner's estimate moved
+                self._chunks[job.job_id] = job.meta.get("chunks")
+                self.store.update(job.job_id, chunks=job.meta.get("chunks"))
             workers = live_workers(self.store.client)
-            lost = self._lost[job.job_id].find(pending, workers.keys())
+            lost = self._lost[job.job_id].find(pending, workers)
         except (redis.RedisError, OSError) as exc:
             self._watchdog.unreachable(f"lost the result store: {exc}")
             return []
@@ -225,6 +271,8 @@ class CeleryBackend(Backend):
             time.sleep(min(timeout, 1.0))
             return []
         self._watchdog.reached()
+        if indices and job.job_id in self._lost:
+            self._lost[job.job_id].progressed()
         results = refusals.sort(ChunkResult.from_wire(r) for r in raw if r is not None)
         if refusals.backlog:
             results += self._hand_over(job, refusals)
@@ -263,16 +311,20 @@ class CeleryBackend(Backend):
         process running each (and starts another), instead of finishing work nobody
         will collect.
         """
-        if self.store is None:
+        if self.store is None or self.leases is None:
             return
         outcome = {"state": state, "target": job.target, "items": job.meta.get("items")}
         try:
+            if self.leases.taken(job.job_id) is not None:
+                return  # another producer took the job over: the ledger is its own now
             running = self.store.delete(job.job_id, outcome)
             refusals = self._refusals.get(job.job_id)
             if self._broker is not None:
                 purge_job(self._broker, job_queues(refusals.hosts if refusals else ()), job.job_id)
+                # Messages taken by workers that died: kombu would restore them in an hour.
+                purge_unacked(self._broker, job.job_id)
             if running and self.app is not None:
-                self.app.control.revoke([f"{job.job_id}-{i}" for i in running], terminate=True)
+                self.app.control.revoke_by_stamped_headers({JOB_STAMP: job.job_id}, terminate=True)
         except (redis.RedisError, OSError, OperationalError):
             pass
 
@@ -281,6 +333,8 @@ class CeleryBackend(Backend):
         self._end(job, "done")
         self._lost.pop(job.job_id, None)
         self._refusals.pop(job.job_id, None)
+        self._sent.pop(job.job_id, None)
+        self._chunks.pop(job.job_id, None)
 
     def close(self) -> None:
         if self._producer is not None:
@@ -298,6 +352,14 @@ class CeleryBackend(Backend):
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None
+
+
+def busy_message(job_id: str, holder: Holder) -> str:
+    """The one line that refuses to attach to a job whose producer is alive."""
+    return (
+        f"job {job_id} is still run by its producer ({holder.host}, pid {holder.pid}), which renews its lease:"
+        f" stop that producer first, or wait for it to end (its lease expires {holder.left_s:.0f} s after it stops)"
+    )
 
 
 def time_limits(timeout: float | None) -> dict[str, float]:
