@@ -38,6 +38,11 @@ class JobReport:
     compute_s: float = 0.0  # seconds the chunks spent in f, summed over workers
 
 
+def new_job_id() -> str:
+    """A fresh job id: what `distloop status` and `distloop resume` take."""
+    return uuid.uuid4().hex[:12]
+
+
 def validate(reduce: str | None, on_error: str) -> None:
     if reduce is not None and reduce not in REDUCERS:
         raise UsageError(f"unknown reduce op {reduce!r}; choose from {', '.join(REDUCERS)}")
@@ -122,7 +127,7 @@ def run_job(
             meta["range"] = [items.start, items.stop, items.step]
         if output is not None and getattr(output, "name", None):
             meta["output"] = os.path.abspath(output.name)
-        job = JobSpec(job_id or uuid.uuid4().hex[:12], target, reduce, on_error, timeout, meta)
+        job = JobSpec(job_id or new_job_id(), target, reduce, on_error, timeout, meta)
         if progress is not None:
             progress(assembler)  # show the totals before the first result
 

@@ -99,4 +99,7 @@ def test_only_the_summary_without_progress_or_for_a_short_job(shared_workers: Wo
     env = {"DISTLOOP_BROKER_URL": shared_workers.settings.effective_broker_url}
     result = run_cli(*JOB, *options, env=env)
     assert result.returncode == 0, result.stderr
-    assert len(result.stderr.splitlines()) == 1 and "200 items in 20 chunks" in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and "200 items in 20 chunks" in lines[1], result.stderr  # the job's line, the summary
+    job_id = lines[1].rsplit("(job ", 1)[1].rstrip(")")
+    assert lines[0].startswith(f"distloop: job {job_id}: tests.workloads:sleep_ms over 200 items"), lines[0]

@@ -146,6 +146,7 @@ class CeleryBackend(Backend):
         self._lost[job.job_id] = LostChunks(self.store, self._broker, job.job_id, meta, self._held_by_workers)
         self._refusals[job.job_id] = Refusals(job.target)
         self._chunks[job.job_id] = meta.get("chunks")
+        self._sent[job.job_id] = self.store.counts(job.job_id)["sent"]  # a resumed job has sent some already
         if self._producer is None:
             self._producer = self.app.producer_pool.acquire(block=True)
 

@@ -95,7 +95,7 @@ class LostChunks:
         for info in beats.values():
             held |= held_by(info) or set()
         running = self.store.running(self.job_id)
-        let_go = {i for i, entry in running.items() if not self._still_held(i, entry, beats)}
+        let_go = {i for i, entry in running.items() if not still_held(self.task_id(i), entry, beats)}
         # Entries of chunks no longer pending (collected, or a snapshot's leftovers) just go.
         self.store.forget_running(self.job_id, let_go)
         # A dead worker's own queue is not read: nobody will take a chunk waiting there.
@@ -122,17 +122,6 @@ class LostChunks:
             lost |= self._reconcile(set(pending) - queued - stored, now)
         return sorted(lost)
 
-    def _still_held(self, index: int, entry: dict[str, Any], beats: Mapping[str, dict[str, Any]]) -> bool:
-        """Whether the worker the ledger says runs chunk ``index`` still holds it."""
-        beat = beats.get(entry.get("host", ""))
-        if beat is None:
-            return False  # its worker died
-        held = held_by(beat)
-        if held is None or self.task_id(index) in held:
-            return True
-        # Not listed: only a heartbeat written after the chunk started can say it let go.
-        return float(beat.get("at", 0.0)) < float(entry.get("at", 0.0)) + HELD_MARGIN
-
     def _reconcile(self, unaccounted: set[int], now: float) -> set[int]:
         """No progress for a while: ask the workers; the chunks none holds go again."""
         stalled = now - self._progress_at
@@ -147,3 +136,18 @@ class LostChunks:
         self.store.forget_running(self.job_id, lost)
         self.last_stall = (stalled, len(lost))
         return lost
+
+
+def still_held(task_id: str, entry: dict[str, Any], beats: Mapping[str, dict[str, Any]]) -> bool:
+    """Whether the worker that the ledger's running ``entry`` names still holds ``task_id``.
+
+    ``beats``: the live workers' heartbeats by hostname.
+    """
+    beat = beats.get(entry.get("host", ""))
+    if beat is None:
+        return False  # its worker died
+    held = held_by(beat)
+    if held is None or task_id in held:
+        return True
+    # Not listed: only a heartbeat written after the chunk started can say it let go.
+    return float(beat.get("at", 0.0)) < float(entry.get("at", 0.0)) + HELD_MARGIN

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = Settings.from_env(broker_url=args.broker)
-    progress = progress_for(args.progress, total_items=0)
+    announce = f"distloop: resuming job {args.job}"
+    progress = progress_for(args.progress, total_items=0, announce=announce)
     try:
         resumed = resume_job(args.job, settings, open_output=open_output, progress=progress)
     finally:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distloop.api import run_job
+from distloop.api import new_job_id, run_job
 from distloop.backends import BACKEND_NAMES
 from distloop.cli.output import emit, open_output
-from distloop.progress import progress_for
+from distloop.progress import job_line, progress_for
 from distloop.ranges import parse_range
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import ChunkFailed
@@ -51,12 +51,15 @@ def main(args: argparse.Namespace) -> int:
     items = parse_range(args.range_text)
     settings = Settings.from_env(broker_url=args.broker)
     output = open_output(args.output) if args.output else None
-    progress = progress_for(args.progress, total_items=len(items), every=args.progress_every)
+    job_id = new_job_id()  # announced on stderr as the job starts, before any result
+    findable = args.backend == "celery" and settings.broker_url is not None
+    announce = job_line(job_id, args.target, len(items), findable=findable)
+    progress = progress_for(args.progress, total_items=len(items), every=args.progress_every, announce=announce)
     try:
         report = run_job(
             args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,
             workers=args.workers, on_error=args.on_error, settings=settings, output=output,
-            progress=progress, timeout=args.timeout,
+            progress=progress, timeout=args.timeout, job_id=job_id,
         )  # fmt: skip
     except ChunkFailed as exc:
         if exc.remote_traceback:

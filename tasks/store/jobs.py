@@ -129,6 +129,11 @@ def job_keys(job_id: str) -> list[str]:
     return [_key(job_id), *(_key(job_id, s) for s in SUFFIXES)]
 
 
+def counts_key(job_id: str) -> str:
+    """The hash of the job's exact counts (see :meth:`JobStore.counts`)."""
+    return _key(job_id, "counts")
+
+
 def outcome_key(job_id: str) -> str:
     """The note a finished job leaves behind for ``distloop status`` (kept ``result_expires``)."""
     return _key(job_id, OUTCOME)
@@ -268,7 +273,11 @@ class JobStore:
         Kept by the worker-side scripts as each result lands, so the checkpoints that
         drop collected results (``--output``, ``--reduce``) never change them.
         """
-        raw = self.client.hgetall(_key(job_id, "counts"))
+        return self.parse_counts(self.client.hgetall(_key(job_id, "counts")))
+
+    @staticmethod
+    def parse_counts(raw: dict[Any, Any]) -> dict[str, int]:
+        """:meth:`counts` from the counts hash as read (for pipelined reads)."""
         counts = {_text(k): int(v) for k, v in raw.items()}
         ok, failed = counts.get("ok", 0), counts.get("failed", 0)
         return {
