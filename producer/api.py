@@ -128,8 +128,6 @@ def run_job(
         if output is not None and getattr(output, "name", None):
             meta["output"] = os.path.abspath(output.name)
         job = JobSpec(job_id or new_job_id(), target, reduce, on_error, timeout, meta)
-        if progress is not None:
-            progress(assembler)  # show the totals before the first result
 
         def observe(result: ChunkResult) -> None:
             planner.observe(result)

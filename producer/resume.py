@@ -85,8 +85,6 @@ def resume_job(
             {k: v for k, v in meta.items() if k not in SPEC_FIELDS},
         )  # fmt: skip
         started = time.perf_counter()
-        if progress is not None:
-            progress(assembler)  # the job's line and totals before the first result
         planned = [c for i, c in sorted(stored.plan.items()) if i not in finished]
         # Chunks never sent: the rest of the range after the last chunk sent, in chunks of the job's size.
         last = max(stored.plan, default=-1)

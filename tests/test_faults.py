@@ -24,6 +24,7 @@ from distloop.backends import recovery
 from distloop.backends.queue import queue_keys
 from distloop.tasks.core import defaults
 from distloop.tasks.store.jobs import JobStore
+from distloop.tasks.store.lease import lease_key
 from distloop.tasks.store.workers import announce
 from distloop.worker.redis_server import RedisServer, start_redis
 from tests.conftest import ROOT, Workers, run_cli, settings_for, wait_until
@@ -182,6 +183,8 @@ def test_producer_killed_then_resume_gives_the_same_output(workers: Workers, red
         job_id = wait_until(checkpointed_job, 60, "a checkpoint written")
         producer.kill()
         producer.wait(10)
+        # Its lease is no longer renewed: until it expires, the job is not for another producer.
+        wait_until(lambda: not client.exists(lease_key(job_id)), 30, "the killed producer's lease expired")
         checkpoint = json.loads(client.hget(f"distloop:job:{job_id}", "checkpoint"))
         done_before = checkpoint["next"] + client.hlen(f"distloop:job:{job_id}:results")
         assert done_before < 24, "the job finished before the producer was killed"

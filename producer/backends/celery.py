@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -37,7 +38,8 @@ from distloop.tasks.store.lease import Holder, Leases
 from distloop.tasks.store.workers import live_workers
 from distloop.worker.embedded import EmbeddedCluster
 
-#: The message header that names a chunk's job: revoking a job is revoking that stamp.
+#: The message header that names a chunk's job (and the producer that sent it): revoking a
+#: job is revoking that stamp. Per producer, so a job id used again later is not revoked too.
 JOB_STAMP = "distloop_job"
 #: Seconds the workers get to say which chunks they hold when a job makes no progress.
 INSPECT_TIMEOUT = 2.0
@@ -74,6 +76,7 @@ class CeleryBackend(Backend):
         self._sent: dict[str, int] = {}  # job id -> chunks sent (highest index + 1)
         self._chunks: dict[str, Any] = {}  # job id -> the total chunks last written to its ledger
         self.leases: Leases | None = None
+        self._run = uuid.uuid4().hex[:8]  # this producer, in its messages' job stamp
         self._watchdog = Watchdog()
 
     @property
@@ -202,7 +205,7 @@ class CeleryBackend(Backend):
                             # Stamped with its job: cancelling revokes the stamp, which leaves no
                             # REVOKED result behind (a revoke by task id stores one per chunk).
                             stamped_headers=[JOB_STAMP],
-                            **{JOB_STAMP: job.job_id},
+                            **{JOB_STAMP: self._stamp(job)},
                             **limits,
                         )
                 self._watchdog.reached()
@@ -325,9 +328,12 @@ class CeleryBackend(Backend):
                 # Messages taken by workers that died: kombu would restore them in an hour.
                 purge_unacked(self._broker, job.job_id)
             if running and self.app is not None:
-                self.app.control.revoke_by_stamped_headers({JOB_STAMP: job.job_id}, terminate=True)
+                self.app.control.revoke_by_stamped_headers({JOB_STAMP: self._stamp(job)}, terminate=True)
         except (redis.RedisError, OSError, OperationalError):
             pass
+
+    def _stamp(self, job: JobSpec) -> str:
+        return f"{job.job_id}/{self._run}"
 
     def close_job(self, job: JobSpec) -> None:
         # After a cancel the ledger is gone already, and the outcome it wrote stays.
@@ -359,7 +365,7 @@ def busy_message(job_id: str, holder: Holder) -> str:
     """The one line that refuses to attach to a job whose producer is alive."""
     return (
         f"job {job_id} is still run by its producer ({holder.host}, pid {holder.pid}), which renews its lease:"
-        f" stop that producer first, or wait for it to end (its lease expires {holder.left_s:.0f} s after it stops)"
+        f" stop that producer first, or wait for it to end (if it died, its lease expires in {holder.left_s:.0f} s)"
     )
 
 
