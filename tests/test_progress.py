@@ -73,7 +73,8 @@ def test_progress_bar_on_a_terminal_reaches_100_percent(shared_workers: Workers)
     assert re.search(r"\s0/200 items\s+0/20 chunks", screen), screen  # totals show before the first result
     # The job's id first, above the bar, before any result.
     announced = re.search(r"distloop: job ([0-9a-f]{12}): tests.workloads:sleep_ms over 200 items", screen)
-    assert announced and announced.start() < screen.index("0/200 items"), screen
+    first_result = re.search(r"\s[1-9]\d*/200 items", screen)
+    assert announced and first_result and announced.start() < first_result.start(), screen
     assert f"(job {announced.group(1)})" in screen  # the same id as the summary's
 
 
