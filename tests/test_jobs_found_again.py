@@ -53,5 +53,9 @@ def test_resume_of_a_live_job_is_refused_then_allowed_once_its_producer_is_kille
         assert err.splitlines()[0] == f"distloop: resuming job {job_id}"
         assert [json.loads(line) for line in out.read_text().splitlines()] == list(range(200))
         print(f"after SIGKILL and lease expiry: {err.strip().splitlines()[-1]}")
+        # Ended: listed from the note it left, with its chunks done out of all.
+        listed = cli(workers, "status")[1]
+        row = next(line.split() for line in map(str.strip, listed.splitlines()) if line.startswith(job_id))
+        assert row[1:3] == ["done", "50/50"], listed
     finally:
         first.stop()

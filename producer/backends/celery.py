@@ -22,6 +22,7 @@ from kombu import Queue
 from kombu.exceptions import OperationalError
 
 from distloop.backends.base import Backend, JobSpec, StoredJob
+from distloop.backends.control import JOB_STAMP, held_by_workers, revoke_stamp
 from distloop.backends.events import follow_monitors
 from distloop.backends.queue import job_queues, purge_job, purge_unacked
 from distloop.backends.recovery import LostChunks
@@ -34,15 +35,9 @@ from distloop.tasks.core.settings import Settings, mask_url
 from distloop.tasks.kernel import ChunkResult, ChunkSpec
 from distloop.tasks.store.connect import connect_store
 from distloop.tasks.store.jobs import JobStore
-from distloop.tasks.store.lease import Holder, Leases
+from distloop.tasks.store.lease import Leases, busy_message
 from distloop.tasks.store.workers import live_workers
 from distloop.worker.embedded import EmbeddedCluster
-
-#: The message header that names a chunk's job (and the producer that sent it): revoking a
-#: job is revoking that stamp. Per producer, so a job id used again later is not revoked too.
-JOB_STAMP = "distloop_job"
-#: Seconds the workers get to say which chunks they hold when a job makes no progress.
-INSPECT_TIMEOUT = 2.0
 
 
 def describe_chunk(job: JobSpec, chunk: ChunkSpec) -> str:
@@ -146,7 +141,8 @@ class CeleryBackend(Backend):
         }  # fmt: skip
         self.store.create(job.job_id, meta)
         follow_monitors(self.app, self.settings, live_workers(self.store.client))
-        self._lost[job.job_id] = LostChunks(self.store, self._broker, job.job_id, meta, self._held_by_workers)
+        ask = functools.partial(held_by_workers, self.app)  # when the job makes no progress
+        self._lost[job.job_id] = LostChunks(self.store, self._broker, job.job_id, meta, ask)
         self._refusals[job.job_id] = Refusals(job.target)
         self._chunks[job.job_id] = meta.get("chunks")
         self._sent[job.job_id] = self.store.counts(job.job_id)["sent"]  # a resumed job has sent some already
@@ -159,17 +155,6 @@ class CeleryBackend(Backend):
         holder = self.leases.take(job_id)
         if holder is not None:
             raise JobBusy(busy_message(job_id, holder))
-
-    def _held_by_workers(self, task_ids: list[str]) -> set[str] | None:
-        """Which of ``task_ids`` the live workers hold, by their own answer (Celery's inspect); None: no answer."""
-        assert self.app is not None
-        try:
-            replies = self.app.control.inspect(timeout=INSPECT_TIMEOUT).query_task(*task_ids)
-        except (OperationalError, redis.RedisError, OSError):
-            return None
-        if not replies:
-            return None
-        return {task_id for reply in replies.values() for task_id in (reply or {})}
 
     def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
         assert self.store is not None
@@ -328,7 +313,7 @@ class CeleryBackend(Backend):
                 # Messages taken by workers that died: kombu would restore them in an hour.
                 purge_unacked(self._broker, job.job_id)
             if running and self.app is not None:
-                self.app.control.revoke_by_stamped_headers({JOB_STAMP: self._stamp(job)}, terminate=True)
+                revoke_stamp(self.app, self._stamp(job))
         except (redis.RedisError, OSError, OperationalError):
             pass
 
@@ -359,14 +344,6 @@ class CeleryBackend(Backend):
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None
-
-
-def busy_message(job_id: str, holder: Holder) -> str:
-    """The one line that refuses to attach to a job whose producer is alive."""
-    return (
-        f"job {job_id} is still run by its producer ({holder.host}, pid {holder.pid}), which renews its lease:"
-        f" stop that producer first, or wait for it to end (if it died, its lease expires in {holder.left_s:.0f} s)"
-    )
 
 
 def time_limits(timeout: float | None) -> dict[str, float]:

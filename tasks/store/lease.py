@@ -57,6 +57,14 @@ class Holder:
     left_s: float
 
 
+def busy_message(job_id: str, holder: Holder) -> str:
+    """The one line that refuses to attach to a job whose producer is alive."""
+    return (
+        f"job {job_id} is still run by its producer ({holder.host}, pid {holder.pid}), which renews its lease:"
+        f" stop that producer first, or wait for it to end (if it died, its lease expires in {holder.left_s:.0f} s)"
+    )
+
+
 class Leases:
     """Take, renew and release job leases on one Redis, for one producer (one token)."""
 
