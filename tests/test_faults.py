@@ -317,6 +317,8 @@ def test_redis_with_persistence_restarted_mid_job_completes(mode: str, sig: int,
               f" chunks {held_then} were running; the job finished {took:.1f} s after Redis went down")  # fmt: skip
         assert report.result == list(range(80))  # exact: every index once, in order
         assert report.errors == []
+        note = store_for(restarted).outcome(job_id)
+        assert note is not None and (note["state"], note["done"], note["chunks"]) == ("done", 20, 20), note
     finally:
         group.stop()
         if restarted is not None:

@@ -302,7 +302,10 @@ class CeleryBackend(Backend):
         """
         if self.store is None or self.leases is None:
             return
-        outcome = {"state": state, "target": job.target, "items": job.meta.get("items")}
+        outcome: dict[str, Any] = {"state": state, "target": job.target, "items": job.meta.get("items")}
+        if state == "done" and job.job_id in self._sent:
+            # Every chunk sent came back: exact even if Redis came back from an older snapshot.
+            outcome["done"] = outcome["chunks"] = self._sent[job.job_id]
         try:
             if self.leases.taken(job.job_id) is not None:
                 return  # another producer took the job over: the ledger is its own now
