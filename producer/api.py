@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import reprlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -13,9 +15,11 @@ from distloop.assemble import Assembler, JsonLinesSink, ListSink
 from distloop.backends import get_backend
 from distloop.backends.base import Backend, JobSpec
 from distloop.dispatch import Progress, run_chunks
+from distloop.ranges import range_length
 from distloop.sizing import ChunkPlanner
-from distloop.tasks.core import codec
-from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core import codec, defaults
+from distloop.tasks.core.errors import ResultNotSerializable, UsageError
+from distloop.tasks.core.limits import check_positive
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
 from distloop.tasks.targets import resolve, target_of
@@ -51,7 +55,7 @@ def validate(reduce: str | None, on_error: str) -> None:
 
 
 def validate_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout > 0:
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise UsageError(f"--timeout must be a positive number of seconds, not {timeout}")
 
 
@@ -63,9 +67,13 @@ def chunk_size_option(chunk_size: int | str) -> int | None:
         size = int(chunk_size)
     except ValueError:
         raise UsageError(f"--chunk-size {chunk_size!r}: expected a positive integer or 'auto'") from None
-    if size < 1:
-        raise UsageError(f"--chunk-size must be at least 1, not {size}")
+    check_positive(size, "--chunk-size", defaults.MAX_CHUNK_SIZE)
     return size
+
+
+def item_count(items: range | list[Any]) -> int:
+    """How many items: a range's length of any size (``len`` stops at 2**63), or a list's."""
+    return range_length(items) if isinstance(items, range) else len(items)
 
 
 def plan_chunks(items: range | list[Any], chunk_size: int | str, workers: int) -> ChunkPlanner:
@@ -85,8 +93,14 @@ class CallPlanner(ChunkPlanner):
 
     def __iter__(self) -> Iterator[ChunkSpec]:
         for spec in super().__iter__():
-            calls = [[codec.encode([v]), {}] for v in self.values[spec.start : spec.stop]]
-            yield ChunkSpec(index=spec.index, calls=calls)
+            yield ChunkSpec(index=spec.index, calls=[self._call(n) for n in range(spec.start, spec.stop)])
+
+    def _call(self, n: int) -> list[Any]:
+        try:
+            return codec.encode_call([self.values[n]], {})
+        except codec.NotJSONable as exc:  # named by its item, as the facades name a call
+            value = reprlib.repr(self.values[n])
+            raise ResultNotSerializable(f"cannot send item {n} ({value}): {exc}; {codec.WHAT_TRAVELS}") from None
 
 
 def run_job(
@@ -103,9 +117,12 @@ def run_job(
     progress: Progress | None = None,
     job_id: str | None = None,
     timeout: float | None = None,
+    forward_output: bool | None = None,
 ) -> JobReport:
     """Run ``f`` over ``items`` and report how; see :func:`run_loop`."""
     validate(reduce, on_error)
+    if forward_output is not None and isinstance(backend, str):
+        settings = (settings or Settings.from_env()).replace(forward_output=forward_output)
     validate_timeout(timeout)
     target = f if isinstance(f, str) else target_of(f)
     resolve(target)  # preflight: import it here (never call it), so a bad target fails fast
@@ -122,7 +139,9 @@ def run_job(
         planner = plan_chunks(items, chunk_size, engine.workers)
         assembler.total_chunks = planner.estimated_chunks()
         # Everything `distloop resume` needs to finish the job is kept in its ledger.
-        meta: dict[str, Any] = {"items": len(items), "chunk_size": planner.first_size, "chunks": assembler.total_chunks}
+        meta: dict[str, Any] = {
+            "items": item_count(items), "chunk_size": planner.first_size, "chunks": assembler.total_chunks,
+        }  # fmt: skip
         if isinstance(items, range):
             meta["range"] = [items.start, items.stop, items.step]
         if output is not None and getattr(output, "name", None):
@@ -141,7 +160,7 @@ def run_job(
             engine.close()
     result = assembler.value if reduce else (sink.values if isinstance(sink, ListSink) else None)
     return JobReport(
-        job.job_id, engine.name, len(items), planner.sent, planner.largest, wall, result,
+        job.job_id, engine.name, item_count(items), planner.sent, planner.largest, wall, result,
         assembler.errors, assembler.hosts, engine.startup_s, assembler.compute_s,
     )  # fmt: skip
 
@@ -161,6 +180,8 @@ def run_loop(
     come back in loop order; with ``reduce`` ("sum", "min", "max", "count") the
     workers reduce and one value comes back. The first failing item raises
     :class:`~distloop.tasks.core.errors.ChunkFailed` with the worker's traceback as its cause.
-    Other options: ``workers``, ``on_error``, ``settings``, ``progress``.
+    What ``f`` prints or logs on Celery workers shows here as ``[host:pid] line``
+    (``forward_output=False``: not). Other options: ``workers``, ``on_error``,
+    ``settings``, ``progress``.
     """
     return run_job(f, items, backend=backend, reduce=reduce, chunk_size=chunk_size, **options).result

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import IO, Any
 
 from distloop.tasks.core import codec
-from distloop.tasks.core.errors import BrokerUnavailable, ChunkFailed, RemoteTraceback, TargetError, TargetNotAllowed
+from distloop.tasks.core.errors import (
+    BrokerUnavailable,
+    ChunkFailed,
+    RemoteTraceback,
+    TargetError,
+    TargetNotAllowed,
+    UsageError,
+)
 from distloop.tasks.kernel import ChunkResult, combine
 
 Sink = Callable[[Any], None]
@@ -112,6 +118,7 @@ def chunk_failed(error: dict[str, Any]) -> ChunkFailed:
         exc = ChunkFailed(error["index"], "TypeError", f"result of f({error['index']}): {error['message']}")
     else:
         exc = ChunkFailed(error["index"], error["type"], error["message"], error.get("traceback", ""))
+        exc.exc_module, exc.exc_qualname = error.get("module"), error.get("qualname")
     if exc.remote_traceback:
         exc.__cause__ = RemoteTraceback(exc.remote_traceback)
     return exc
@@ -146,6 +153,9 @@ class JsonLinesSink:
         self.count = 0
 
     def __call__(self, value: Any) -> None:
-        self.stream.write(json.dumps(value))
-        self.stream.write("\n")
+        try:
+            self.stream.write(codec.to_json(value))
+            self.stream.write("\n")
+        except OSError as exc:  # a full disk mid-job: one line, not a traceback
+            raise UsageError(f"--output {getattr(self.stream, 'name', '')}: {exc.strerror}") from None
         self.count += 1

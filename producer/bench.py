@@ -11,6 +11,7 @@ from typing import Any
 from distloop.api import JobReport, run_job
 from distloop.backends import get_backend
 from distloop.backends.base import Backend
+from distloop.ranges import range_length
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings
 
@@ -105,7 +106,7 @@ def run_bench(
     for run in runs.values():
         run.speedup = base / run.wall_s if run.wall_s > 0 else float("inf")
         run.efficiency = run.speedup / run.workers
-    return BenchReport(target, len(items), runs, identical)
+    return BenchReport(target, range_length(items), runs, identical)
 
 
 def format_table(report: BenchReport) -> str:

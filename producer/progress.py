@@ -106,7 +106,9 @@ class RichProgress:
             TextColumn("{task.fields[failed]}"),
             console=Console(stderr=True),
             refresh_per_second=4,
-            redirect_stdout=False,  # results printed on stdout stay on stdout
+            # Results printed on stdout stay on stdout; but what the workers forward
+            # (distloop.backends.forwarded) while the bar is drawn on this terminal goes above it.
+            redirect_stdout=sys.stdout.isatty(),
         )
         # The clock starts with the job (first call), not while workers start up.
         self.task = self.progress.add_task(
@@ -160,6 +162,8 @@ class EtaColumn(ProgressColumn):
         if not rate or task.total is None:
             return Text("ETA -:--:--")
         left = (task.total - task.completed) / rate
+        if left >= 86400:  # a day or more (a range of 10**20 items: millions of years)
+            return Text(f"ETA {left / 86400:,.0f} days")
         return Text(f"ETA {time.strftime('%H:%M:%S', time.gmtime(left))}")
 
 

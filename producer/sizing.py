@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+from distloop.ranges import range_length
 from distloop.tasks.core import defaults
 from distloop.tasks.kernel import ChunkResult, ChunkSpec
 
@@ -41,7 +42,7 @@ class ChunkPlanner:
         self.workers = max(1, workers)
         self.fixed = fixed
         self.cost = cost
-        self.first_size = fixed or auto_chunk_size(len(r), cost, workers)  # the cap on every chunk
+        self.first_size = fixed or auto_chunk_size(range_length(r), cost, workers)  # the cap on every chunk
         self.largest = 0  # largest chunk handed out
         self.sent = 0  # chunks handed out so far
         self.first_index = first_index
@@ -67,7 +68,7 @@ class ChunkPlanner:
         return max(1, min(size, max(share, floor), remaining))
 
     def __iter__(self) -> Iterator[ChunkSpec]:
-        total = len(self.range)
+        total = range_length(self.range)
         while self.offset < total:
             size = self.next_size(total - self.offset)
             part = self.range[self.offset : self.offset + size]
@@ -78,7 +79,7 @@ class ChunkPlanner:
 
     def estimated_chunks(self) -> int:
         """Chunks the job will have by the current estimate (exact once all are sent)."""
-        count, offset, total = self.sent, self.offset, len(self.range)
+        count, offset, total = self.sent, self.offset, range_length(self.range)
         if self.fixed or self.cost <= 0:  # a fixed size, or nothing measured yet: the balance cap
             return count + -(-(total - offset) // (self.fixed or self.first_size))
         for _ in range(256):  # the guided tail, chunk by chunk; called per result, so bounded

@@ -11,10 +11,11 @@ from typing import Any
 from celery import Celery
 from celery.utils.log import get_task_logger
 
-from distloop.tasks import runtime, signals
-from distloop.tasks.core import defaults
+from distloop.tasks import output, runtime, signals
+from distloop.tasks.core import codec, defaults
+from distloop.tasks.core.errors import TargetError
 from distloop.tasks.core.settings import Settings
-from distloop.tasks.kernel import ChunkSpec, run_named_chunk
+from distloop.tasks.kernel import ChunkResult, ChunkSpec, run_named_chunk
 from distloop.tasks.targets import resolve
 
 logger = get_task_logger(__name__)
@@ -52,18 +53,59 @@ def chunk(
         allow += store.allowed()
     # Under a --timeout (a per-task time limit) go item by item, so the stuck item is known.
     fast = not any(self.request.timelimit or ())
-    result = run_named_chunk(target, ChunkSpec.from_wire(spec), reduce, on_error, allow, fast)
+    chunk_spec = ChunkSpec.from_wire(spec)
+    try:
+        if spec.get("forward_output"):  # the producer shows what f prints or logs
+            with output.forwarding(runtime.output_store(), job_id, self.request.hostname or "") as out:
+                result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast)
+            result.output = out.forwarded or None
+        else:
+            result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast)
+    except codec.DecodeError as exc:  # arguments this worker cannot read (numpy missing, a forged message)
+        result = unreadable(chunk_spec, reduce, on_error, f"arguments cannot be read on this worker: {exc}")
     result.host = self.request.hostname or ""
     if result.fatal:
         logger.warning("refused chunk %s of job %s: %s", result.index, job_id, result.fatal["message"])
-    store.put_result(job_id, result.index, result.to_wire())
+    try:
+        store.put_result(job_id, result.index, result.to_wire())
+    except (TypeError, ValueError, RecursionError) as exc:
+        # JSON could not write the result. Without a result the chunk would stay "running" for
+        # good and its job wait forever: its items fail instead, each with the reason.
+        failed = unreadable(chunk_spec, reduce, on_error, f"the result cannot be stored as JSON: {exc}")
+        failed.host = result.host
+        store.put_result(job_id, failed.index, failed.to_wire())
 
 
-@app.task(name=defaults.ITEM_TASK)
+def unreadable(chunk: ChunkSpec, reduce: str | None, on_error: str, message: str) -> ChunkResult:
+    """A chunk whose every item failed with ``message`` (as a value that cannot travel).
+
+    Only the first with ``on_error="raise"``; the indices are listed without decoding
+    the chunk's arguments, which may be what failed.
+    """
+    logger.warning("chunk %s: %s", chunk.index, message)
+    indices = range(len(chunk.calls)) if chunk.calls is not None else range(chunk.start, chunk.stop, chunk.step)
+    result = ChunkResult(index=chunk.index, values=None if reduce else [])
+    for index in indices:
+        result.errors.append({"index": index, "type": "NotJSONable", "message": message, "traceback": ""})
+        if on_error == "raise":
+            break
+        result.items += 1
+        if result.values is not None:
+            result.values.append(None)
+    return result
+
+
+# A refused target is an expected outcome: one line in the log (ours), no traceback (Celery's).
+@app.task(name=defaults.ITEM_TASK, throws=(TargetError,))
 def item(target: str, i: int) -> Any:
     """One item per task, result through Celery's result backend.
 
     Not used by distloop's own dispatch: it is the plain-Celery baseline that
     ``make perf`` measures chunked dispatch against, on the same workers.
     """
-    return resolve(target, settings.allowed_patterns)(i)
+    try:
+        fn = resolve(target, settings.allowed_patterns)
+    except TargetError as exc:
+        logger.warning("refused item task: %s", exc)
+        raise
+    return fn(i)

@@ -8,17 +8,19 @@ data, so that a failed item never loses the rest of its chunk's work.
 
 from __future__ import annotations
 
+import operator
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice, repeat, starmap
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 
 from distloop.tasks.core import codec
 from distloop.tasks.core.errors import TargetError, TargetNotAllowed
-from distloop.tasks.targets import resolve
+from distloop.tasks.targets import location_of, resolve
 
 # reduce op -> (combine two partial values, value of one item's result)
 REDUCERS: dict[str, tuple[Callable[[Any, Any], Any], Callable[[Any], Any]]] = {
@@ -98,6 +100,8 @@ class ChunkResult:
     fatal: dict[str, Any] | None = None
     host: str = ""
     seconds: float = 0.0
+    # Lines of output the chunk forwarded (distloop.tasks.output), when it forwarded any.
+    output: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and v != []}
@@ -107,26 +111,68 @@ class ChunkResult:
         return cls(**data)
 
 
+#: What an item may raise and still be reported as its failure. A prefork worker process
+#: (where Celery ignores SIGINT, so only ``f`` can raise them) widens it to
+#: :data:`WORKER_ITEM_ERRORS` (see :mod:`distloop.tasks.signals`): ``sys.exit()`` in ``f``
+#: then fails its item instead of killing the process. In the producer's own process
+#: (serial, thread backends) Ctrl-C must still interrupt the job.
+ITEM_ERRORS: tuple[type[BaseException], ...] = (Exception,)
+WORKER_ITEM_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit, KeyboardInterrupt)
+
+
 def item_error(index: Any, exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:
-    """Describe a failed item as JSON-ready data."""
-    return {
+    """Describe a failed item as JSON-ready data.
+
+    Besides its type name, message and traceback: where its class lives
+    (``module``, a script's path as targets name it, and ``qualname``) and, when
+    they travel as JSON, its ``args``, its instance attributes (``attrs``) and an
+    ``OSError``'s ``errno``, ``strerror``, ``filename`` and ``filename2`` (``oserror``),
+    so that the caller can be given the same exception back
+    (:mod:`distloop.facades.originals`).
+    """
+    cls = type(exc)
+    error: dict[str, Any] = {
         "index": index,
-        "type": type(exc).__name__,
-        "message": str(exc),
+        "type": cls.__name__,
+        "message": _text_of(exc),
         "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
+        "module": location_of(cls.__module__),
+        "qualname": cls.__qualname__,
     }
+    parts: dict[str, Any] = {"args": list(exc.args)}
+    if vars(exc):
+        parts["attrs"] = dict(vars(exc))
+    if isinstance(exc, OSError):
+        parts["oserror"] = [exc.errno, exc.strerror, exc.filename, exc.filename2]
+    for key, value in parts.items():
+        try:
+            error[key] = codec.encode(value)
+        except (codec.NotJSONable, RecursionError, ValueError):
+            pass  # not sent: the caller gets a distloop error naming the class instead
+    return error
 
 
-# Whole-chunk reductions at C speed for the fast path; None is the empty partial.
-_FAST_REDUCE: dict[str, Callable[[Iterator[Any]], Any]] = {
-    "sum": lambda values: _sum(values),
-    "min": lambda values: min(values, default=None),
-    "max": lambda values: max(values, default=None),
-    "count": lambda values: sum(1 for v in values if v),
+def _text_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as failure:  # a broken __str__ must not lose the chunk
+        return f"<str() failed: {type(failure).__name__}>"
+
+
+# Folding a block of values into a partial at C speed; None is the empty partial. Raises
+# (TypeError: a None, values that do not combine) when the block must go item by item.
+_FAST_FOLD: dict[str, Callable[[Any, list[Any]], Any]] = {
+    "sum": lambda acc, block: _sum(iter(block)) if acc is None else sum(block, acc),
+    "min": lambda acc, block: combine("min", acc, min(block, default=None)),
+    "max": lambda acc, block: combine("max", acc, max(block, default=None)),
+    "count": lambda acc, block: (acc or 0) + sum(map(operator.truth, block)),
 }
 
+#: Items per block when reducing: the values of one block stay in cache, then are folded.
+_REDUCE_BLOCK = 4096
 
 _NOTHING = object()
+_FAILED = object()  # the value of an item whose call raised
 
 
 def _sum(values: Iterator[Any]) -> Any:
@@ -139,15 +185,115 @@ def _sum(values: Iterator[Any]) -> Any:
     return sum(values, first)
 
 
-def _fast_chunk(fn: Callable[..., Any], chunk: ChunkSpec, reduce: str | None) -> ChunkResult:
-    """A range chunk with no failing item: map at C speed, no per-item bookkeeping."""
-    items = range(chunk.start, chunk.stop, chunk.step)
-    result = ChunkResult(index=chunk.index, items=len(items))
-    if reduce:
-        result.partial = codec.encode(_FAST_REDUCE[reduce](map(fn, items)))
+def _apply(fn: Callable[..., Any], call: list[Any]) -> Any:
+    return fn(*call[0], **call[1])
+
+
+# Makes the calls of the items at positions lo..hi, each made as it is iterated.
+_Calls = Callable[[int, int], Iterator[Any]]
+
+
+def _calls(fn: Callable[..., Any], chunk: ChunkSpec) -> tuple[_Calls, Callable[[int], Any]]:
+    """``fn``'s calls over the chunk's items (``map``, at C speed), and each position's loop index."""
+    if chunk.calls is None:
+        items = range(chunk.start, chunk.stop, chunk.step)
+        return (lambda lo, hi: map(fn, items[lo:hi])), items.__getitem__
+    # One iterator over the call list, taken up in order; arguments decoded as each call is made.
+    calls: Iterator[Any]
+    if any(kwargs for _, kwargs in chunk.calls):
+        calls = map(_apply, repeat(fn), map(codec.decode, chunk.calls))
     else:
-        result.values = codec.encode_all(map(fn, items))
+        calls = starmap(fn, map(codec.decode, (args for args, _ in chunk.calls)))
+    return (lambda lo, hi: islice(calls, hi - lo)), int
+
+
+def _run(calls: _Calls, lo: int, hi: int, on_error: str) -> tuple[list[Any], dict[int, BaseException]]:
+    """The values of the items at positions lo..hi, each item's call made exactly once.
+
+    ``list.extend`` keeps what it appended before an exception, so the failing
+    position is known: it gets a marker (:data:`_FAILED`) and the calls go on from
+    the next item instead of being made again. Returns the values and the failures
+    by position in the values; stops at the first failure with ``on_error="raise"``.
+    """
+    out: list[Any] = []
+    failures: dict[int, BaseException] = {}
+    while True:
+        try:
+            out.extend(calls(lo + len(out), hi))
+            return out, failures
+        except ITEM_ERRORS as exc:
+            failures[len(out)] = exc
+            out.append(_FAILED)
+            if on_error == "raise" or lo + len(out) >= hi:
+                return out, failures
+
+
+def _fast_chunk(fn: Callable[..., Any], chunk: ChunkSpec, reduce: str | None, on_error: str) -> ChunkResult:
+    """Every item's call made exactly once, at C speed between failures; failures become item errors."""
+    calls, index_of = _calls(fn, chunk)
+    result = ChunkResult(index=chunk.index)
+    if reduce:
+        _reduce_values(calls, len(chunk), index_of, reduce, on_error, result)
+        return result
+    values, failures = _run(calls, 0, len(chunk), on_error)
+    errors = {p: item_error(index_of(p), exc) for p, exc in failures.items()}
+    for p in errors:
+        values[p] = None
+    try:
+        encoded = codec.encode_all(values)
+    except codec.NotJSONable:  # find which: encode value by value (the calls are not made again)
+        encoded = []
+        for p, value in enumerate(values):
+            try:
+                encoded.append(codec.encode(value))
+            except codec.NotJSONable as exc:
+                errors[p] = item_error(index_of(p), exc, with_traceback=False) | {"type": "NotJSONable"}
+                encoded.append(None)
+    if on_error == "raise" and errors:
+        first = min(errors)
+        result.values, result.items, result.errors = encoded[:first], first, [errors[first]]
+    else:
+        result.values, result.items, result.errors = encoded, len(encoded), [errors[p] for p in sorted(errors)]
     return result
+
+
+def _reduce_values(
+    calls: _Calls, count: int, index_of: Callable[[int], Any], reduce: str, on_error: str, result: ChunkResult
+) -> None:
+    """Fold the calls' values block by block; a block with a failure or a value that does
+    not fold at C speed is folded value by value, as the item-by-item path does."""
+    acc: Any = None
+    to_partial = REDUCERS[reduce][1]
+    done = 0
+    while done < count:
+        block, failures = _run(calls, done, min(done + _REDUCE_BLOCK, count), on_error)
+        if not failures:
+            try:
+                acc = _FAST_FOLD[reduce](acc, block)
+                result.items += len(block)
+                done += len(block)
+                continue
+            except Exception:
+                pass
+        for p, value in enumerate(block):
+            error = failures.get(p)
+            if error is None:
+                try:
+                    acc = combine(reduce, acc, to_partial(value))
+                except Exception as exc:
+                    error = exc
+            if error is not None:
+                result.errors.append(item_error(index_of(done + p), error))
+                if on_error == "raise":
+                    done = count
+                    break
+            result.items += 1
+        else:
+            done += len(block)
+    try:
+        result.partial = codec.encode(acc)
+    except codec.NotJSONable as exc:
+        result.fatal = {"kind": "result", "message": f"reduced value of chunk {result.index}: {exc}"}
 
 
 def timeout_error(index: Any, message: str = "still running when the chunk's --timeout expired") -> dict[str, Any]:
@@ -193,20 +339,17 @@ def run_chunk(
 ) -> ChunkResult:
     """Run ``fn`` over ``chunk``'s items; never raises for an item's failure.
 
-    With ``fast``, range chunks first take a fast path; if any item fails, the
-    chunk is run again item by item to find and report exactly which (chunks
-    are pure functions of their range). Chunks under a
-    ``--timeout`` go item by item from the start, so the stuck item is known.
+    ``fn`` runs exactly once per item, whatever fails. With ``fast``, the calls are
+    made at C speed (``map``), a failing item is recorded and the rest go on from the
+    next item; values are encoded (or folded) afterwards, so a value that cannot
+    travel does not call ``fn`` again either. Chunks under a ``--timeout`` go item by
+    item from the start, so the stuck item is known.
     """
     started = time.perf_counter()
-    if fast and chunk.calls is None:
-        try:
-            result = _fast_chunk(fn, chunk, reduce)
-        except Exception:
-            pass
-        else:
-            result.seconds = time.perf_counter() - started
-            return result
+    if fast:
+        result = _fast_chunk(fn, chunk, reduce, on_error)
+        result.seconds = time.perf_counter() - started
+        return result
     result = ChunkResult(index=chunk.index, values=None if reduce else [])
     to_partial = REDUCERS[reduce][1] if reduce else None
     acc: Any = None
@@ -234,7 +377,7 @@ def run_chunk(
                 break
             if result.values is not None:
                 result.values.append(None)
-        except Exception as exc:
+        except ITEM_ERRORS as exc:
             result.errors.append(item_error(index, exc))
             if on_error == "raise":
                 break

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from distloop.tasks.core.settings import Settings
+from distloop.tasks.output import OutputStore
 from distloop.tasks.store.jobs import JobStore
 
 settings = Settings.from_env()
 _store: JobStore | None = None
+_output: OutputStore | None = None
 
 
 def job_store() -> JobStore:
@@ -15,3 +17,12 @@ def job_store() -> JobStore:
     if _store is None:
         _store = JobStore(settings.redis_client(), settings.result_expires)
     return _store
+
+
+def output_store() -> OutputStore:
+    """Where this worker pushes the output its chunks forward (the job ledger's Redis)."""
+    global _output
+    if _output is None:
+        store = job_store()
+        _output = OutputStore(store.client, store.expires)
+    return _output

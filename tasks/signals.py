@@ -16,7 +16,7 @@ from celery import signals
 from celery.utils.log import get_task_logger
 from celery.worker import state as worker_state
 
-from distloop.tasks import runtime
+from distloop.tasks import kernel, runtime
 from distloop.tasks.core import defaults
 from distloop.tasks.core.settings import ENV_READY_FILE
 from distloop.tasks.kernel import ChunkSpec, killed_chunk_result
@@ -62,6 +62,17 @@ def sends_task_events(consumer: Any) -> bool:
     if dispatcher is None or not dispatcher.enabled:
         return False
     return not dispatcher.groups or "task" in dispatcher.groups
+
+
+@signals.worker_process_init.connect
+def _catch_exits_in_items(**_: Any) -> None:
+    """In a prefork pool process, ``sys.exit()`` or ``raise KeyboardInterrupt`` in ``f`` fails its item.
+
+    Celery ignores SIGINT in these processes (the main process handles Ctrl-C), so
+    only ``f`` raises them here; uncaught they would end the process and the chunk
+    would be sent again, to die again.
+    """
+    kernel.ITEM_ERRORS = kernel.WORKER_ITEM_ERRORS
 
 
 def held_requests() -> list[str]:

@@ -109,9 +109,34 @@ def skewed_items(serial_seconds: float) -> int:
     return int(probe * (serial_seconds / elapsed) ** 0.5)  # total cost grows as n squared
 
 
+def array_seconds(settings: Settings) -> tuple[float, float]:
+    """Median seconds for a 10**6-element float64 array through the celery backend: as a result, and as
+    an argument coming back as the result (``echo``)."""
+    import numpy as np
+
+    from distloop import CeleryExecutor
+    from tests import workloads
+
+    array = workloads.million_floats(0)
+
+    def timed(f: Callable[..., object], arg: object, expected: object) -> float:
+        started = time.perf_counter()
+        back = executor.submit(f, arg).result()
+        elapsed = time.perf_counter() - started
+        assert isinstance(back, np.ndarray) and back.tobytes() == expected.tobytes()  # type: ignore[attr-defined]
+        return elapsed
+
+    with CeleryExecutor(settings=settings) as executor:
+        executor.submit(workloads.echo, 0).result()  # the executor's job and the workers' imports are ready
+        result = median_of(5, lambda: timed(workloads.million_floats, 0, array))
+        both = median_of(5, lambda: timed(workloads.echo, array, array))
+    return result, both
+
+
 def main() -> int:
     redis = start_redis()
-    settings = Settings(broker_url=redis.url)
+    # tests.workloads holds the array workloads (the demo workloads are always allowed).
+    settings = Settings(broker_url=redis.url, allow=("tests.workloads",))
     fd, log = tempfile.mkstemp(prefix="distloop-perf-worker-", suffix=".log")
     os.close(fd)
     worker = start_worker(settings, concurrency=os.cpu_count() or 2, hostname="perf@%h", cwd=str(ROOT), log_path=log)
@@ -149,6 +174,10 @@ def main() -> int:
             "sum",
             "--range",
         ]
+        result_s, both_s = array_seconds(settings)
+        record("1e6 float64 array as a result, celery", f"{result_s:.3f} s", "< 0.1 s", result_s < 0.1)
+        record("1e6 float64 array as argument and result, celery", f"{both_s:.3f} s", "< 0.1 s", both_s < 0.1)
+
         small = peak_rss_mib([*cmd, "0:1000000"], env)
         big = peak_rss_mib([*cmd, "0:100000000"], env)
         record("reduce sum peak RSS 1e8 / 1e6 items", f"{big:.1f} / {small:.1f} MiB = {big / small:.2f}", "<= 1.2",

@@ -121,6 +121,35 @@ def fail_late_at_1_fast_at_5(i: int) -> int:
     return i
 
 
+# --- values (tests/test_values.py, tests/test_bad_input.py) ---
+
+
+def nested(depth: int) -> list[object]:
+    """A list ``depth`` lists deep (``[[[...]]]``): 500 is what used to raise RecursionError."""
+    value: list[object] = []
+    inner = value
+    for _ in range(depth - 1):
+        inner.append([])
+        inner = inner[0]  # type: ignore[assignment]
+    return value
+
+
+def too_deep(i: int) -> list[object]:
+    return nested(500)
+
+
+def big_int(i: int) -> int:
+    """An int of 5,001 digits: more than Python writes in decimal by default (4,300)."""
+    return 10**5000 + i
+
+
+def million_floats(seed: int) -> object:
+    """A 10**6-element float64 array (8 MB): what ``make perf`` times through the celery backend."""
+    import numpy as np
+
+    return np.random.default_rng(seed).random(10**6)
+
+
 def gated(i: int) -> int:
     """``i``; items from the number in ``$DISTLOOP_TEST_DIR/gate-at`` on wait until ``$DISTLOOP_TEST_DIR/gate`` exists.
 

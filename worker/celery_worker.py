@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from distloop.tasks.core import defaults
+from distloop.tasks.core.limits import check_workers
 from distloop.tasks.core.settings import ENV_READY_FILE, Settings
 from distloop.worker.processes import ManagedProcess
 
@@ -25,6 +26,7 @@ def worker_argv(concurrency: int, hostname: str, loglevel: str = "warning") -> l
     only while a monitor asks for them (Flower does, every few seconds) or with
     ``DISTLOOP_TASK_EVENTS=1``.
     """
+    check_workers(concurrency, "--concurrency")  # the last check before any fork
     # -P: the working directory is not put first on the import path before Celery and its
     # dependencies load, so a user's celery.py or redis.py there cannot stand in for them;
     # the user's own modules are imported from there all the same (distloop.tasks.targets).

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+from distloop.tasks.core.limits import check_workers
 from distloop.tasks.core.settings import Settings
 from distloop.worker.celery_worker import start_worker
 from distloop.worker.processes import ManagedProcess
@@ -43,6 +44,7 @@ class EmbeddedCluster:
     """A private Redis and local workers, for the life of a ``with`` block."""
 
     def __init__(self, workers: int | None = None, allow: Sequence[str] = (), settings: Settings | None = None):
+        check_workers(workers, "workers")  # before anything forks
         self.workers = workers or os.cpu_count() or 1
         self.allow = tuple(allow)
         # Its private Redis speaks plain redis:// on loopback: TLS settings meant for a

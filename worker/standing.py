@@ -42,6 +42,7 @@ class StandingCluster:
         bind: str = "127.0.0.1",
         port: int | None = None,
         flower: bool = False,
+        flower_port: int | None = None,
     ) -> None:
         self.base = base
         self.concurrency = concurrency
@@ -49,6 +50,7 @@ class StandingCluster:
         self.bind = bind
         self.port = port
         self.with_flower = flower
+        self.flower_port = flower_port
         self.redis: RedisServer | None = None
         self.worker: ManagedProcess | None = None
         self.flower: FlowerProcess | None = None
@@ -63,7 +65,7 @@ class StandingCluster:
             self.worker = start_worker(settings, concurrency=self.concurrency, hostname=self.hostname, cwd=os.getcwd())
             env = {ENV_BROKER: self.redis.url}
             if self.with_flower:
-                self.flower = start_flower(settings)
+                self.flower = start_flower(settings, port=self.flower_port, port_option="--flower-port")
                 env |= {"DISTLOOP_FLOWER_USER": self.flower.username, "DISTLOOP_FLOWER_PASSWORD": self.flower.password}
             write_env_file(self.env_file, env)
         except BaseException:

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.limits import worker_cap
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ChunkResult, ChunkSpec
 
@@ -53,6 +54,11 @@ class Backend(ABC):
         self.settings = settings or Settings.from_env()
         self.requested_workers = workers
         self.startup_s = 0.0
+
+    @classmethod
+    def worker_cap(cls, settings: Settings) -> int:
+        """The most workers it may be asked for: processes or threads it starts on this machine."""
+        return worker_cap()
 
     @property
     @abstractmethod

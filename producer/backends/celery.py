@@ -24,6 +24,7 @@ from kombu.exceptions import OperationalError
 from distloop.backends.base import Backend, JobSpec, StoredJob
 from distloop.backends.control import JOB_STAMP, held_by_workers, revoke_stamp
 from distloop.backends.events import follow_monitors
+from distloop.backends.forwarded import show
 from distloop.backends.queue import job_queues, purge_job, purge_unacked
 from distloop.backends.recovery import LostChunks
 from distloop.backends.refusals import Refusals, is_refusal
@@ -33,10 +34,12 @@ from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import BrokerUnavailable, JobBusy, UsageError
 from distloop.tasks.core.settings import Settings, mask_url
 from distloop.tasks.kernel import ChunkResult, ChunkSpec
+from distloop.tasks.output import OutputStore
 from distloop.tasks.store.connect import connect_store
 from distloop.tasks.store.jobs import JobStore
 from distloop.tasks.store.lease import Leases, busy_message
 from distloop.tasks.store.workers import live_workers
+from distloop.tasks.targets import allow_entries
 from distloop.worker.embedded import EmbeddedCluster
 
 
@@ -73,6 +76,13 @@ class CeleryBackend(Backend):
         self.leases: Leases | None = None
         self._run = uuid.uuid4().hex[:8]  # this producer, in its messages' job stamp
         self._watchdog = Watchdog()
+        self._output: OutputStore | None = None  # the workers' forwarded output, when asked for
+        self._output_shown = 0.0
+
+    @classmethod
+    def worker_cap(cls, settings: Settings) -> int:
+        # With --broker, --workers starts nothing: it only sizes the chunks in flight.
+        return super().worker_cap(settings) if settings.broker_url is None else defaults.MAX_WORKERS
 
     @property
     def workers(self) -> int:
@@ -97,6 +107,8 @@ class CeleryBackend(Backend):
             self.leases = Leases(self.store.client)
             self.app = make_app(settings)
             self._broker = self._broker_client(settings)
+            if self.settings.forward_output:
+                self._output = OutputStore(self.store.client, self.settings.result_expires)
             if not self.embedded:
                 self._workers = self._count_remote_workers()
         except BaseException:
@@ -134,7 +146,7 @@ class CeleryBackend(Backend):
         assert self.app is not None and self.store is not None and self._broker is not None
         self._take_lease(job.job_id)
         if self.cluster is not None:  # our private workers: allow this job's module too
-            self.store.allow([module])
+            self.store.allow(allow_entries(job.target))
         meta = {
             "target": job.target, "reduce": job.reduce, "on_error": job.on_error,
             "timeout": job.timeout, "state": "running", "created_at": time.time(), **job.meta,
@@ -177,9 +189,12 @@ class CeleryBackend(Backend):
                 # One producer connection; kombu's batch pipelines the publishes to Redis.
                 with self._producer.batch(max_size=max(1, len(chunks))):
                     for chunk in chunks:
+                        spec = chunk.to_wire()
+                        if self._output is not None:
+                            spec["forward_output"] = True  # the worker forwards what f prints
                         self.app.send_task(
                             defaults.CHUNK_TASK,
-                            args=(job.job_id, job.target, chunk.to_wire(), job.reduce, job.on_error),
+                            args=(job.job_id, job.target, spec, job.reduce, job.on_error),
                             argsrepr=describe_chunk(job, chunk),
                             task_id=f"{job.job_id}-{chunk.index}",
                             queue=queue,
@@ -263,6 +278,10 @@ class CeleryBackend(Backend):
         if indices and job.job_id in self._lost:
             self._lost[job.job_id].progressed()
         results = refusals.sort(ChunkResult.from_wire(r) for r in raw if r is not None)
+        # Output is pushed before its chunk's result: show it when a result says there is
+        # some, when idle (a long chunk pushes as it runs), and at least every second.
+        if not results or any(r.output for r in results) or time.monotonic() - self._output_shown > 1.0:
+            self._show_output(job)
         if refusals.backlog:
             results += self._hand_over(job, refusals)
         return results
@@ -302,6 +321,7 @@ class CeleryBackend(Backend):
         """
         if self.store is None or self.leases is None:
             return
+        self._show_output(job)  # what is left, before the ledger (and the output list) goes
         outcome: dict[str, Any] = {"state": state, "target": job.target, "items": job.meta.get("items")}
         if state == "done" and job.job_id in self._sent:
             # Every chunk sent came back: exact even if Redis came back from an older snapshot.
@@ -323,6 +343,17 @@ class CeleryBackend(Backend):
     def _stamp(self, job: JobSpec) -> str:
         return f"{job.job_id}/{self._run}"
 
+    def _show_output(self, job: JobSpec) -> None:
+        """Print the lines ``f`` wrote on the workers that have arrived (see :mod:`distloop.tasks.output`)."""
+        if self._output is None:
+            return
+        self._output_shown = time.monotonic()
+        try:
+            lines = self._output.pop(job.job_id)
+        except (redis.RedisError, OSError):
+            return  # best effort: the results' own reads notice an outage
+        show(lines)
+
     def close_job(self, job: JobSpec) -> None:
         # After a cancel the ledger is gone already, and the outcome it wrote stays.
         self._end(job, "done")
@@ -341,6 +372,7 @@ class CeleryBackend(Backend):
         if self._broker is not None:
             self._broker.close()
             self._broker = None
+        self._output = None
         if self.store is not None:
             self.store.client.close()
             self.store = None

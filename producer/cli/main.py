@@ -18,7 +18,9 @@ from typing import Any, NoReturn
 import redis
 
 import distloop
+from distloop.cli.options import join_negative_values
 from distloop.tasks.core.errors import BrokerUnavailable, DistloopError
+from distloop.tasks.core.settings import Settings
 
 #: Subcommand modules; each has ``NAME``, ``add_arguments(parser)`` and ``main(args) -> int``.
 COMMANDS = (
@@ -60,8 +62,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; map every error to one line on stderr and an exit code."""
+    try:  # a bad DISTLOOP_* variable: one line, before any module reads the environment on import
+        Settings.from_env()
+    except DistloopError as exc:
+        print(f"distloop: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     # SIGTERM cleans up like Ctrl-C: every process we started is stopped by pid.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

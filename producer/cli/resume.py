@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distloop.cli.output import emit, open_output
+from distloop.cli.options import check_url
+from distloop.cli.output import emit, open_output, stdout_to_stderr
 from distloop.progress import progress_for
 from distloop.resume import resume_job
 from distloop.tasks.core.settings import Settings
@@ -23,15 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", help="Redis URL of the job's broker (default: DISTLOOP_BROKER_URL)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress on stderr (default: when stderr is a terminal)")  # fmt: skip
+    parser.add_argument("--forward-output", action=argparse.BooleanOptionalAction, default=None,
+                        help="show what f prints or logs on the workers (default on)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(broker_url=args.broker)
+    settings = Settings.from_env(broker_url=check_url(args.broker), forward_output=args.forward_output)
     announce = f"distloop: resuming job {args.job}"
     progress = progress_for(args.progress, total_items=0, announce=announce)
     try:
-        resumed = resume_job(args.job, settings, open_output=open_output, progress=progress)
+        with stdout_to_stderr(args.json):
+            resumed = resume_job(args.job, settings, open_output=open_output, progress=progress)
     finally:
         if progress is not None:
             progress.close()

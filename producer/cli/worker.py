@@ -13,8 +13,10 @@ import sys
 
 from celery.utils.nodenames import host_format
 
+from distloop.cli.options import allow_option, check_url
 from distloop.tasks.core.errors import UsageError
-from distloop.tasks.core.settings import Settings, mask_url, split_patterns
+from distloop.tasks.core.limits import check_workers
+from distloop.tasks.core.settings import Settings, mask_url
 from distloop.tasks.store.connect import connect_store
 from distloop.worker.celery_worker import available_cpus, worker_argv, worker_env
 
@@ -25,24 +27,27 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", help="Redis URL (default: DISTLOOP_BROKER_URL, else redis://127.0.0.1:6379/0)")
-    parser.add_argument("--concurrency", type=int, help="worker processes (default: CPUs available to this host)")
+    parser.add_argument(
+        "--concurrency", type=int, help="worker processes (default: CPUs available to this host; at most 16 per CPU)"
+    )
     parser.add_argument("--hostname", help="worker name, as Celery's -n (default: distloop@<host name>)")
     parser.add_argument("--allow", help="comma-separated modules whose functions may run (adds to DISTLOOP_ALLOW)")
     parser.add_argument("--loglevel", default="warning", choices=LOG_LEVELS, help="Celery log level (default warning)")
 
 
 def worker_settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env(broker_url=args.broker)
-    if args.allow:
-        settings = settings.replace(allow=settings.allow + split_patterns(args.allow))
+    settings = Settings.from_env(broker_url=check_url(args.broker))
+    if args.allow is not None:
+        settings = settings.replace(allow=settings.allow + allow_option(args.allow))
     return settings
 
 
 def main(args: argparse.Namespace) -> int:
+    check_workers(args.concurrency, "--concurrency")  # 0 is refused, not taken for "the default"
+    if args.hostname is not None and not args.hostname.strip():
+        raise UsageError("--hostname must not be empty")
     settings = worker_settings(args)
     concurrency = args.concurrency or available_cpus()
-    if concurrency < 1:
-        raise UsageError(f"--concurrency must be at least 1, not {concurrency}")
     hostname = args.hostname or "distloop@%h"
     shown = host_format(hostname)  # the name Celery will use, as in `hosts` of run --json
     # One clear line (exit 3) for a wrong password or an unreachable Redis, instead

@@ -1,10 +1,12 @@
 """What a call looks like to its caller: its name, its encoded arguments, its errors.
 
 Functions travel by name, arguments and results as JSON (:mod:`distloop.tasks.core.codec`).
-A call that raised on a worker comes back as :class:`~distloop.tasks.core.errors.CallFailed`
-with the worker's traceback as ``__cause__``; when the worker's exception is a
-built-in type, the error is also an instance of it (``except ValueError`` still
-works after switching from a process pool).
+A call that raised on a worker raises the same exception for its caller (its class,
+args and ``str()``, rebuilt by :mod:`distloop.facades.originals`), with the worker's
+traceback as ``__cause__``, as ``concurrent.futures`` does. Where the class cannot be
+rebuilt safely, the caller gets :class:`~distloop.tasks.core.errors.CallFailed` naming
+it; when the worker's exception is a built-in type, that error is also an instance of
+it (``except ValueError`` still catches it).
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import reprlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from distloop.facades.originals import allowed_for, rebuild
 from distloop.tasks.core import codec
 from distloop.tasks.core.errors import CallFailed, RemoteTraceback, ResultNotSerializable, TargetError
 from distloop.tasks.targets import target_of
 
 #: What the error for a value that cannot travel adds.
-TYPES_HINT = "arguments and results may be None, bool, int, float, str, and lists, tuples and str-keyed dicts of these"
+TYPES_HINT = codec.WHAT_TRAVELS
 
 
 def name_of(fn: Callable[..., Any]) -> str:
@@ -52,26 +55,49 @@ def _remote_class(base: type[Exception]) -> type[CallFailed]:
     return _REMOTE_CLASSES[base]
 
 
-def call_error(error: dict[str, Any], call: str) -> Exception:
-    """The exception a caller sees for a failed call, with the worker's traceback as ``__cause__``."""
-    if error.get("type") == "NotJSONable":
+def call_error(error: dict[str, Any], call: str, target: str = "") -> Exception:
+    """The exception a caller sees for a failed call of ``target``, with the worker's traceback as ``__cause__``.
+
+    The worker's own exception where it can be rebuilt (see :mod:`distloop.facades.originals`),
+    else :func:`fallback_error`.
+    """
+    if error.get("type") == "NotJSONable" and error.get("module") in (None, codec.__name__):
         return ResultNotSerializable(f"result of {call}: {error['message']}; {TYPES_HINT}")
+    exc = rebuild(error, allowed_for(target)) or fallback_error(error, call)
+    traceback = error.get("traceback") or ""
+    if traceback:
+        exc.__cause__ = RemoteTraceback(traceback)
+    return exc
+
+
+def fallback_error(error: dict[str, Any], call: str) -> CallFailed:
+    """A :class:`CallFailed` naming the worker's exception class (module included) and message.
+
+    For a built-in exception type other than ``SystemExit``, ``KeyboardInterrupt`` and
+    other ``BaseException``-only ones, it is also an instance of that type (an
+    ``OSError``'s ``errno``, ``strerror`` and file names set where they travelled).
+    """
+    module, kind = error.get("module"), str(error.get("type"))
+    name = kind if module in (None, "builtins") else f"{module}.{error.get('qualname') or kind}"
+    base = getattr(builtins, kind, None) if module in (None, "builtins") else None
     exc: CallFailed
-    base = getattr(builtins, str(error.get("type")), None)
-    try:
-        if not (isinstance(base, type) and issubclass(base, Exception)) or issubclass(base, OSError):
-            raise TypeError  # OSError's constructor reinterprets its arguments: keep the plain error
-        exc = _remote_class(base)(call, error["type"], error["message"], error.get("traceback", ""))
-    except TypeError:
-        exc = CallFailed(call, error["type"], error["message"], error.get("traceback", ""))
-    if exc.remote_traceback:
-        exc.__cause__ = RemoteTraceback(exc.remote_traceback)
+    if isinstance(base, type) and issubclass(base, Exception):
+        try:
+            exc = _remote_class(base)(call, name, error["message"], error.get("traceback", ""))
+        except TypeError:  # a built-in type that cannot be a base (an ExceptionGroup)
+            exc = CallFailed(call, name, error["message"], error.get("traceback", ""))
+    else:
+        exc = CallFailed(call, name, error["message"], error.get("traceback", ""))
+    exc.exc_module, exc.exc_qualname = module, error.get("qualname")
+    oserror = codec.decode(error["oserror"]) if "oserror" in error else None
+    if isinstance(exc, OSError) and isinstance(oserror, list) and len(oserror) == 4:
+        exc.errno, exc.strerror, exc.filename, exc.filename2 = oserror
     return exc
 
 
 def encode_call(target: str, args: Sequence[Any], kwargs: dict[str, Any], position: int) -> list[Any]:
     try:
-        return [codec.encode(list(args)), codec.encode(dict(kwargs))]
+        return codec.encode_call(args, dict(kwargs))
     except codec.NotJSONable as exc:
         raise ResultNotSerializable(
             f"cannot send {describe(target, args, kwargs)} (item {position}): {exc}; {TYPES_HINT}"

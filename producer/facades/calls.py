@@ -280,7 +280,7 @@ def _complete(chunk: _Chunk, result: ChunkResult) -> None:
         if position in errors:
             args, kwargs = chunk.calls[position]
             call = describe(chunk.job.target, codec.decode(args), codec.decode(kwargs))
-            future.set_exception(call_error(errors[position], call))
+            future.set_exception(call_error(errors[position], call, chunk.job.target))
         elif position < len(values):
             future.set_result(codec.decode(values[position]))
         else:

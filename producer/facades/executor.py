@@ -24,7 +24,11 @@ from distloop.tasks.core.settings import Settings
 
 
 def make_backend(
-    workers: int | None, broker: str | None, settings: Settings | None, backend: str | Backend
+    workers: int | None,
+    broker: str | None,
+    settings: Settings | None,
+    backend: str | Backend,
+    forward_output: bool | None = None,
 ) -> tuple[Backend, bool]:
     """The started backend a facade runs on, and whether the facade owns it."""
     if isinstance(backend, Backend):
@@ -32,6 +36,8 @@ def make_backend(
     settings = settings or Settings.from_env()
     if broker is not None:
         settings = settings.replace(broker_url=broker)
+    if forward_output is not None:
+        settings = settings.replace(forward_output=forward_output)
     engine = get_backend(backend, settings, workers)
     engine.start()
     return engine, True
@@ -45,7 +51,9 @@ class CeleryExecutor(Executor):
     calls may run at once (default: every worker process serving it).
     ``broker`` (or ``DISTLOOP_BROKER_URL``) names the Redis the workers serve;
     ``settings`` gives every other option; ``backend`` runs the same calls on
-    ``"process"``, ``"thread"`` or ``"serial"`` for comparison.
+    ``"process"``, ``"thread"`` or ``"serial"`` for comparison. What the calls print or
+    log on Celery workers shows on this process's stdout and stderr as ``[host:pid] line``
+    unless ``forward_output=False``.
     """
 
     def __init__(
@@ -55,10 +63,11 @@ class CeleryExecutor(Executor):
         broker: str | None = None,
         settings: Settings | None = None,
         backend: str | Backend = "celery",
+        forward_output: bool | None = None,
     ) -> None:
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
-        engine, owned = make_backend(max_workers, broker, settings, backend)
+        engine, owned = make_backend(max_workers, broker, settings, backend, forward_output)
         self._dispatcher = CallDispatcher(engine, own_backend=owned)
 
     @property

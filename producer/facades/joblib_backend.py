@@ -11,8 +11,8 @@ Each joblib batch (``BatchedCalls``) becomes one chunk of explicit calls on a
 :class:`~distloop.facades.executor.CeleryExecutor`; joblib's auto-batching sizes them
 from the measured round trip, as it does for its process backends. Options
 given to ``parallel_config(backend="distloop", ...)`` or to
-:func:`register_joblib` reach the executor: ``broker``, ``settings``, or an
-existing ``executor`` to share (it is then left running).
+:func:`register_joblib` reach the executor: ``broker``, ``settings``,
+``forward_output``, or an existing ``executor`` to share (it is then left running).
 """
 
 from __future__ import annotations
@@ -39,13 +39,17 @@ def _joblib() -> Any:
 
 
 def register_joblib(
-    *, broker: str | None = None, settings: Settings | None = None, executor: CeleryExecutor | None = None
+    *,
+    broker: str | None = None,
+    settings: Settings | None = None,
+    executor: CeleryExecutor | None = None,
+    forward_output: bool | None = None,
 ) -> None:
     """Register the ``"distloop"`` joblib backend; its defaults are these options."""
     joblib = _joblib()
     base = joblib._parallel_backends.ParallelBackendBase
     auto = joblib._parallel_backends.AutoBatchingMixin
-    defaults = {"broker": broker, "settings": settings, "executor": executor}
+    defaults = {"broker": broker, "settings": settings, "executor": executor, "forward_output": forward_output}
 
     class DistloopBackend(auto, base):  # type: ignore[misc, valid-type]
         """joblib batches as chunks on distloop's workers."""
@@ -70,7 +74,9 @@ def register_joblib(
                 shared = self.options["executor"]
                 self.own_executor = shared is None
                 self.executor = shared or CeleryExecutor(
-                    broker=self.options["broker"], settings=self.options["settings"]
+                    broker=self.options["broker"],
+                    settings=self.options["settings"],
+                    forward_output=self.options["forward_output"],
                 )
             return self.executor
 

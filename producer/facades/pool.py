@@ -35,7 +35,8 @@ class Pool:
 
     ``processes``: with no broker, how many worker processes the embedded
     cluster starts; with a broker, how many calls may run at once (default:
-    every worker process serving it).
+    every worker process serving it). ``forward_output=False``: what the calls print
+    or log on the workers is not shown here.
     """
 
     def __init__(
@@ -45,10 +46,11 @@ class Pool:
         broker: str | None = None,
         settings: Settings | None = None,
         backend: str = "celery",
+        forward_output: bool | None = None,
     ) -> None:
         if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
-        engine, owned = make_backend(processes, broker, settings, backend)
+        engine, owned = make_backend(processes, broker, settings, backend, forward_output)
         self._dispatcher = CallDispatcher(engine, own_backend=owned)
         self._state = "RUN"
         self._imaps: weakref.WeakSet[IMapIterator] = weakref.WeakSet()

@@ -100,3 +100,30 @@ BROKER_OUTAGE_SECONDS = 30.0
 #: Extra seconds past ``--timeout`` before a chunk that ignores the soft limit
 #: (stuck in C code) is killed by the hard limit.
 TIMEOUT_GRACE_SECONDS = 5.0
+
+#: Worker processes (or threads) one machine may be asked for: this many per CPU,
+#: and never more than MAX_WORKERS. A count far above the cores gains nothing, and
+#: an unchecked one (``--workers 100000``) forks until the machine stalls.
+WORKERS_PER_CPU = 16
+MAX_WORKERS = 1024
+
+#: Largest ``--chunk-size``: a chunk of more items cannot finish within the hard
+#: time limit (3000 s) unless each item takes under 3 ns, far less than any Python call.
+MAX_CHUNK_SIZE = 10**12
+
+#: Largest ``bench --repeat``: the medians of 100 rounds are as steady as they get.
+MAX_REPEAT = 100
+
+#: Forwarded output (what ``f`` prints or logs on a worker, shown by the producer): at
+#: most this many lines and bytes per chunk (then one marker line counts what was
+#: dropped) and per job (then one marker, and nothing more), so that a runaway print
+#: loop cannot fill Redis or the terminal. A line longer than OUTPUT_LINE_CHARS is cut.
+OUTPUT_LINES_PER_CHUNK = 10_000
+OUTPUT_BYTES_PER_CHUNK = 1_000_000
+OUTPUT_LINES_PER_JOB = 100_000
+OUTPUT_BYTES_PER_JOB = 10_000_000
+OUTPUT_LINE_CHARS = 4_000
+
+#: A chunk that prints pushes its lines at least this often (seconds), so that a
+#: long chunk's output shows while it runs, not only at its end.
+OUTPUT_FLUSH_SECONDS = 0.5

@@ -60,6 +60,10 @@ class ChunkFailed(DistloopError):
     """
 
     exit_code = 1
+    #: Where the exception's class lives on the worker (a module name, or a script's
+    #: path) and its ``__qualname__``, when the worker said.
+    exc_module: str | None = None
+    exc_qualname: str | None = None
 
     def __init__(self, index: Any, exc_type: str, message: str, traceback: str = "") -> None:
         self.index = index
@@ -70,11 +74,14 @@ class ChunkFailed(DistloopError):
 
 
 class CallFailed(ChunkFailed):
-    """A call made through the Executor, Pool or joblib facade raised on a worker.
+    """A call made through the Executor, Pool or joblib facade raised an exception that cannot be rebuilt.
 
-    ``call`` describes it (``distloop.tasks.demo:cube(7)``). When the worker's exception
-    is a built-in type, the error the caller sees is also an instance of that
-    type, so ``except ValueError:`` keeps working after the switch.
+    The caller gets the worker's own exception wherever its class can be rebuilt
+    safely (``distloop.facades.originals``); this is the fallback. ``call`` describes
+    the call (``distloop.tasks.demo:cube(7)``) and ``exc_type`` names the class (with
+    its module unless built-in). When the worker's exception is a built-in type, the
+    error is also an instance of that type, so ``except ValueError:`` keeps working;
+    ``SystemExit`` and ``KeyboardInterrupt`` never are (they would stop the caller).
     """
 
     def __init__(self, call: str, exc_type: str, message: str, traceback: str = "") -> None:

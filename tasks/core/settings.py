@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from distloop.tasks.core import defaults
-from distloop.tasks.core.tls import check_tls_url, strip_tls_query, tls_options
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.tls import check_tls_url, is_tls, strip_tls_query, tls_options
 
 ENV_BROKER = "DISTLOOP_BROKER_URL"
 ENV_RESULT = "DISTLOOP_RESULT_URL"
@@ -25,6 +27,7 @@ ENV_TLS_CERT = "DISTLOOP_TLS_CERT_FILE"
 ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
 ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
+ENV_FORWARD_OUTPUT = "DISTLOOP_FORWARD_OUTPUT"
 #: Set by whoever starts a worker and waits for it (the embedded cluster): a file the
 #: worker creates once it consumes tasks.
 ENV_READY_FILE = "DISTLOOP_READY_FILE"
@@ -33,6 +36,34 @@ ENV_READY_FILE = "DISTLOOP_READY_FILE"
 def split_patterns(text: str | None) -> tuple[str, ...]:
     """Split a comma-separated allow-list into stripped, non-empty patterns."""
     return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+FLAG_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """A yes/no variable: unset or empty is ``default``; anything but 1/0, true/false, yes/no, on/off is refused."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text not in FLAG_VALUES:
+        raise UsageError(f"{name}={env[name]!r}: expected 1 or 0 (or true/false, yes/no, on/off)")
+    return FLAG_VALUES[text]
+
+
+def env_seconds(env: Mapping[str, str], name: str, whole: bool = False) -> float | None:
+    """A duration variable in seconds, above 0 (``whole``: an integer); None when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    expected = "a whole number of seconds above 0, such as 3600" if whole else "a number of seconds above 0"
+    try:
+        value = float(int(text)) if whole else float(text)
+    except ValueError:
+        raise UsageError(f"{name}={env[name]!r}: expected {expected}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{name}={env[name]!r}: expected {expected}")
+    return value
 
 
 def mask_url(url: str | None) -> str:
@@ -92,6 +123,11 @@ class Settings:
     #: cost a worker about 1 ms of CPU per chunk, and a monitor that wants them
     #: (Flower, ``distloop flower``) switches them on by remote control.
     task_events: bool = False
+    #: Show on the producer's terminal what ``f`` prints or logs on Celery workers
+    #: (``DISTLOOP_FORWARD_OUTPUT=0``, ``--no-forward-output`` or ``forward_output=False``
+    #: turn it off; see :mod:`distloop.tasks.output`). A producer setting: each chunk's
+    #: message says whether its worker forwards.
+    forward_output: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -101,20 +137,22 @@ class Settings:
             "broker_url": env.get(ENV_BROKER) or None,
             "result_url": env.get(ENV_RESULT) or None,
             "allow": split_patterns(env.get(ENV_ALLOW)),
-            "allow_from_store": env.get(ENV_ALLOW_FROM_STORE) == "1",
+            "allow_from_store": env_flag(env, ENV_ALLOW_FROM_STORE),
             "tls_ca_file": env.get(ENV_TLS_CA) or None,
             "tls_cert_file": env.get(ENV_TLS_CERT) or None,
             "tls_key_file": env.get(ENV_TLS_KEY) or None,
-            "tls_insecure": env.get(ENV_TLS_INSECURE, "").strip().lower() in ("1", "true", "yes"),
-            "task_events": env.get(ENV_TASK_EVENTS, "").strip().lower() in ("1", "true", "yes"),
+            "tls_insecure": env_flag(env, ENV_TLS_INSECURE),
+            "task_events": env_flag(env, ENV_TASK_EVENTS),
+            "forward_output": env_flag(env, ENV_FORWARD_OUTPUT, default=True),
         }
-        if env.get(ENV_TIME_LIMIT):
-            limit = float(env[ENV_TIME_LIMIT])
+        limit = env_seconds(env, ENV_TIME_LIMIT)
+        if limit is not None:
             values["chunk_time_limit"] = limit
             values["chunk_soft_time_limit"] = max(limit - 60.0, limit * 0.9)
             values["visibility_timeout"] = int(max(defaults.VISIBILITY_TIMEOUT, limit + 600))
-        if env.get(ENV_VISIBILITY):
-            values["visibility_timeout"] = int(env[ENV_VISIBILITY])
+        visibility = env_seconds(env, ENV_VISIBILITY, whole=True)
+        if visibility is not None:
+            values["visibility_timeout"] = int(visibility)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -160,6 +198,12 @@ class Settings:
         tls_files = bool(self.tls_ca_file or self.tls_cert_file or self.tls_key_file)
         for url in {self.effective_broker_url, self.effective_result_url}:
             check_tls_url(url, self.tls_insecure, tls_files)
+        if any(is_tls(url) for url in (self.effective_broker_url, self.effective_result_url)):
+            # Only where TLS is used: the embedded cluster's plain redis:// leaves them aside.
+            for name, path in ((ENV_TLS_CA, self.tls_ca_file), (ENV_TLS_CERT, self.tls_cert_file),
+                               (ENV_TLS_KEY, self.tls_key_file)):  # fmt: skip
+                if path and not os.path.isfile(path):
+                    raise UsageError(f"{name}={path!r}: no such file (expected a PEM file)")
 
     def tls_for(self, url: str) -> dict[str, Any] | None:
         """redis-py's TLS options for ``url`` (None for ``redis://``): checks on unless ``tls_insecure``."""
@@ -192,6 +236,9 @@ class Settings:
             "socket_connect_timeout": self.socket_connect_timeout,
             "health_check_interval": self.health_check_interval,
         }
+        # kombu's Redis transport base64-encodes every message body by default, on top of the
+        # JSON body, which already is text: a numpy array argument would be base64 twice.
+        broker_transport = {**transport, "body_encoding": "utf-8"}
         broker_tls = self.tls_for(self.effective_broker_url)
         result_tls = self.tls_for(self.effective_result_url)
         return {
@@ -201,7 +248,7 @@ class Settings:
             "result_backend": strip_tls_query(self.effective_result_url),
             "broker_use_ssl": broker_tls,
             "redis_backend_use_ssl": result_tls,
-            "broker_transport_options": transport,
+            "broker_transport_options": broker_transport,
             "result_backend_transport_options": dict(transport),
             "redis_socket_timeout": self.socket_timeout,
             "redis_socket_connect_timeout": self.socket_connect_timeout,

@@ -13,6 +13,8 @@ Keys (all expire after ``result_expires``; :func:`job_keys` lists them):
   and ``sent`` (chunks sent so far)
 - ``distloop:job:<id>:plan``     hash: chunk index -> [start, stop, step] of range chunks sent
 - ``distloop:job:<id>:lease``    string: the producer that runs the job (see :mod:`.lease`)
+- ``distloop:job:<id>:output``   list: lines ``f`` printed or logged on the workers, until the
+  producer shows them; ``...:output:budget`` (hash) counts what the job sent (:mod:`distloop.tasks.output`)
 - ``distloop:job:<id>:outcome``  string: how the job ended ("done", "failed", "interrupted",
   "terminated"), written when its producer deletes the rest, so ``distloop status`` can
   still answer: the one key a finished job leaves behind, for ``result_expires``
@@ -40,7 +42,7 @@ from distloop.tasks.kernel import REFUSALS
 PREFIX = "distloop:job:"
 ALLOW_KEY = "distloop:allow"
 #: The ledger's keys besides the description, by suffix (see :func:`job_keys`).
-SUFFIXES = ("results", "done", "running", "counts", "plan", "lease")
+SUFFIXES = ("results", "done", "running", "counts", "plan", "lease", "output", "output:budget")
 #: Suffix of the note a finished job leaves behind (see :meth:`JobStore.delete`).
 OUTCOME = "outcome"
 
@@ -113,6 +115,16 @@ def _key(job_id: str, suffix: str = "") -> str:
 
 def _keys(job_id: str) -> tuple[str, str, str, str]:
     return _key(job_id), _key(job_id, "results"), _key(job_id, "done"), _key(job_id, "running")
+
+
+def output_key(job_id: str) -> str:
+    """The list of ``job_id``'s forwarded output lines (see :mod:`distloop.tasks.output`)."""
+    return PREFIX + job_id + ":output"
+
+
+def output_budget_key(job_id: str) -> str:
+    """How many lines and bytes of output ``job_id`` forwarded so far, and whether it is full."""
+    return PREFIX + job_id + ":output:budget"
 
 
 def ledger_keys(job_id: str) -> tuple[str, str, str, str]:
