@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import reprlib
@@ -40,6 +41,7 @@ class JobReport:
     hosts: dict[str, dict[str, int]] = field(default_factory=dict)
     startup_s: float = 0.0
     compute_s: float = 0.0  # seconds the chunks spent in f, summed over workers
+    cpu_s: float = 0.0  # CPU seconds of the threads that ran the chunks, as the workers measured them
 
 
 def new_job_id() -> str:
@@ -52,6 +54,11 @@ def validate(reduce: str | None, on_error: str) -> None:
         raise UsageError(f"unknown reduce op {reduce!r}; choose from {', '.join(REDUCERS)}")
     if on_error not in ON_ERROR:
         raise UsageError(f"unknown --on-error {on_error!r}; choose from {', '.join(ON_ERROR)}")
+
+
+def validate_io_concurrency(io_concurrency: int | None) -> None:
+    if io_concurrency is not None and not 1 <= io_concurrency <= defaults.MAX_IO_CONCURRENCY:
+        raise UsageError(f"--io-concurrency must be between 1 and {defaults.MAX_IO_CONCURRENCY}, not {io_concurrency}")
 
 
 def validate_timeout(timeout: float | None) -> None:
@@ -76,19 +83,35 @@ def item_count(items: range | list[Any]) -> int:
     return range_length(items) if isinstance(items, range) else len(items)
 
 
-def plan_chunks(items: range | list[Any], chunk_size: int | str, workers: int) -> ChunkPlanner:
-    """The job's chunk planner; a list of values becomes a range over their positions."""
+def plan_chunks(
+    items: range | list[Any],
+    chunk_size: int | str,
+    workers: int,
+    io_concurrency: int | None = None,
+    threaded: bool = False,
+) -> ChunkPlanner:
+    """The job's chunk planner; a list of values becomes a range over their positions.
+
+    ``io_concurrency``: set for an ``async def`` target (items awaited at once per chunk).
+    """
     fixed = chunk_size_option(chunk_size)
     if isinstance(items, range):
-        return ChunkPlanner(items, workers, 0.0, fixed)
-    return CallPlanner(items, workers, fixed)
+        return ChunkPlanner(items, workers, 0.0, fixed, io_concurrency=io_concurrency, threaded=threaded)
+    return CallPlanner(items, workers, fixed, io_concurrency, threaded)
 
 
 class CallPlanner(ChunkPlanner):
     """Chunks of explicit calls ``f(value)`` for an arbitrary iterable's values."""
 
-    def __init__(self, values: list[Any], workers: int, fixed: int | None) -> None:
-        super().__init__(range(len(values)), workers, 0.0, fixed)
+    def __init__(
+        self,
+        values: list[Any],
+        workers: int,
+        fixed: int | None,
+        io_concurrency: int | None = None,
+        threaded: bool = False,
+    ) -> None:
+        super().__init__(range(len(values)), workers, 0.0, fixed, io_concurrency=io_concurrency, threaded=threaded)
         self.values = values
 
     def __iter__(self) -> Iterator[ChunkSpec]:
@@ -118,14 +141,25 @@ def run_job(
     job_id: str | None = None,
     timeout: float | None = None,
     forward_output: bool | None = None,
+    io_concurrency: int | None = None,
+    pool: str | None = None,
 ) -> JobReport:
     """Run ``f`` over ``items`` and report how; see :func:`run_loop`."""
     validate(reduce, on_error)
     if forward_output is not None and isinstance(backend, str):
         settings = (settings or Settings.from_env()).replace(forward_output=forward_output)
     validate_timeout(timeout)
+    if pool is not None:
+        if pool not in defaults.POOLS:
+            raise UsageError(f"unknown pool {pool!r}; choose from {', '.join(defaults.POOLS)}")
+        settings = (settings or Settings.from_env()).replace(pool=pool)
+    if io_concurrency is None and settings is not None:
+        io_concurrency = settings.io_concurrency
+    validate_io_concurrency(io_concurrency)
     target = f if isinstance(f, str) else target_of(f)
-    resolve(target)  # preflight: import it here (never call it), so a bad target fails fast
+    fn = resolve(target)  # preflight: import it here (never call it), so a bad target fails fast
+    # An async target's chunks await many items at once: the planner sizes them for it.
+    awaited = (io_concurrency or defaults.IO_CONCURRENCY) if inspect.iscoroutinefunction(fn) else None
     if not isinstance(items, range):
         items = list(items)
     sink = JsonLinesSink(output) if output is not None else ListSink()
@@ -136,7 +170,7 @@ def run_job(
         raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
     try:
         engine.start((target.rpartition(":")[0],))
-        planner = plan_chunks(items, chunk_size, engine.workers)
+        planner = plan_chunks(items, chunk_size, engine.workers, awaited, engine.threaded)
         assembler.total_chunks = planner.estimated_chunks()
         # Everything `distloop resume` needs to finish the job is kept in its ledger.
         meta: dict[str, Any] = {
@@ -146,9 +180,14 @@ def run_job(
             meta["range"] = [items.start, items.stop, items.step]
         if output is not None and getattr(output, "name", None):
             meta["output"] = os.path.abspath(output.name)
-        job = JobSpec(job_id or new_job_id(), target, reduce, on_error, timeout, meta)
+        if io_concurrency:
+            meta["io_concurrency"] = io_concurrency
+        job = JobSpec(job_id or new_job_id(), target, reduce, on_error, timeout, meta, io_concurrency)
+
+        cpu = [0.0]
 
         def observe(result: ChunkResult) -> None:
+            cpu[0] += result.cpu_seconds
             planner.observe(result)
             assembler.total_chunks = meta["chunks"] = planner.estimated_chunks()  # the ledger gets it too
 
@@ -161,7 +200,7 @@ def run_job(
     result = assembler.value if reduce else (sink.values if isinstance(sink, ListSink) else None)
     return JobReport(
         job.job_id, engine.name, item_count(items), planner.sent, planner.largest, wall, result,
-        assembler.errors, assembler.hosts, engine.startup_s, assembler.compute_s,
+        assembler.errors, assembler.hosts, engine.startup_s, assembler.compute_s, cpu[0],
     )  # fmt: skip
 
 
@@ -182,6 +221,11 @@ def run_loop(
     :class:`~distloop.tasks.core.errors.ChunkFailed` with the worker's traceback as its cause.
     What ``f`` prints or logs on Celery workers shows here as ``[host:pid] line``
     (``forward_output=False``: not). Other options: ``workers``, ``on_error``,
-    ``settings``, ``progress``.
+    ``settings``, ``progress``, ``timeout``.
+
+    An ``async def`` ``f`` runs on every backend: each chunk's items are awaited
+    concurrently on one event loop per worker process, at most ``io_concurrency`` at
+    once (default: the workers' DISTLOOP_IO_CONCURRENCY, else 100). ``pool="threads"``
+    sends the chunks to ``distloop worker --pool threads`` workers (queue ``distloop.threads``).
     """
     return run_job(f, items, backend=backend, reduce=reduce, chunk_size=chunk_size, **options).result

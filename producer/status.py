@@ -62,7 +62,7 @@ def job_status(
     same = broker is store.client
     on_broker = pipe if same else broker.pipeline(transaction=True)
     on_broker.hvals(UNACKED_KEY)
-    for queue in job_queues(beats.keys()):
+    for queue in job_queues(beats.keys(), str(meta.get("queue") or defaults.QUEUE)):
         for key in queue_keys(queue):
             on_broker.lrange(key, 0, SCAN_LIMIT - 1)
     replies = pipe.execute() if same else pipe.execute() + on_broker.execute()

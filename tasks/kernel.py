@@ -8,6 +8,7 @@ data, so that a failed item never loses the rest of its chunk's work.
 
 from __future__ import annotations
 
+import inspect
 import operator
 import time
 import traceback
@@ -18,7 +19,7 @@ from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 
-from distloop.tasks.core import codec
+from distloop.tasks.core import codec, defaults
 from distloop.tasks.core.errors import TargetError, TargetNotAllowed
 from distloop.tasks.targets import location_of, resolve
 
@@ -102,6 +103,8 @@ class ChunkResult:
     seconds: float = 0.0
     # Lines of output the chunk forwarded (distloop.tasks.output), when it forwarded any.
     output: int | None = None
+    # CPU seconds of the thread that ran the chunk: with ``seconds``, tells waiting from computing.
+    cpu_seconds: float = 0.0
 
     def to_wire(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and v != []}
@@ -336,6 +339,7 @@ def run_chunk(
     reduce: str | None = None,
     on_error: str = "raise",
     fast: bool = True,
+    io_concurrency: int | None = None,
 ) -> ChunkResult:
     """Run ``fn`` over ``chunk``'s items; never raises for an item's failure.
 
@@ -344,8 +348,17 @@ def run_chunk(
     next item; values are encoded (or folded) afterwards, so a value that cannot
     travel does not call ``fn`` again either. Chunks under a ``--timeout`` go item by
     item from the start, so the stuck item is known.
+
+    A coroutine function's items run concurrently, ``io_concurrency`` at a time, on
+    this thread's event loop (:mod:`distloop.tasks.aio`).
     """
     started = time.perf_counter()
+    if inspect.iscoroutinefunction(fn):
+        from distloop.tasks import aio  # it builds on this module
+
+        result = aio.run_async_chunk(fn, chunk, reduce, on_error, io_concurrency or defaults.IO_CONCURRENCY)
+        result.seconds = time.perf_counter() - started
+        return result
     if fast:
         result = _fast_chunk(fn, chunk, reduce, on_error)
         result.seconds = time.perf_counter() - started
@@ -406,6 +419,7 @@ def run_named_chunk(
     on_error: str = "raise",
     allow: Any = None,
     fast: bool = True,
+    io_concurrency: int | None = None,
 ) -> ChunkResult:
     """Resolve ``target`` (against ``allow``) and run the chunk; a refusal is a fatal result."""
     try:
@@ -413,4 +427,7 @@ def run_named_chunk(
     except TargetError as exc:
         kind = "not_allowed" if isinstance(exc, TargetNotAllowed) else "target"
         return ChunkResult(index=chunk.index, fatal={"kind": kind, "message": str(exc)})
-    return run_chunk(fn, chunk, reduce, on_error, fast)
+    cpu = time.thread_time()
+    result = run_chunk(fn, chunk, reduce, on_error, fast, io_concurrency)
+    result.cpu_seconds = time.thread_time() - cpu
+    return result

@@ -213,6 +213,27 @@ CASES = [
         (("DISTLOOP_FORWARD_OUTPUT", "quiet"),),
     ),
     Case(
+        "io concurrency not a number",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_IO_CONCURRENCY='many': expected a whole number from 1 to 1000",
+        (("DISTLOOP_IO_CONCURRENCY", "many"),),
+    ),
+    Case(
+        "io concurrency above its cap",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_IO_CONCURRENCY='100000': expected a whole number from 1 to 1000",
+        (("DISTLOOP_IO_CONCURRENCY", "100000"),),
+    ),
+    Case(
+        "pool kind unknown",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_POOL='forks': expected one of prefork, threads, gevent",
+        (("DISTLOOP_POOL", "forks"),),
+    ),
+    Case(
         "TLS CA file missing",
         (*SQUARE[:2], "--range", "3", "--broker", "rediss://127.0.0.1:1/0"),
         2,
@@ -230,7 +251,7 @@ CASES = [
         "thread workers above the cap",
         (*SQUARE[:2], "--range", "3", "--backend", "thread", "--workers", "100000"),
         2,
-        "--workers 100000 is above this machine's cap",
+        "--workers 100000 is above the cap of 1000",  # threads: higher than processes, still capped
         forks_nothing=True,
     ),
     Case(

@@ -14,25 +14,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from distloop.tasks.core import defaults
-from distloop.tasks.core.limits import check_workers
+from distloop.tasks.core.limits import check_workers, pool_cap
 from distloop.tasks.core.settings import ENV_READY_FILE, Settings
 from distloop.worker.processes import ManagedProcess
 
 
-def worker_argv(concurrency: int, hostname: str, loglevel: str = "warning") -> list[str]:
-    """The command line of a distloop worker: prefork, distloop's queue.
+def worker_argv(concurrency: int, hostname: str, loglevel: str = "warning", pool: str = "prefork") -> list[str]:
+    """The command line of a distloop worker: its pool kind, and that kind's queue.
+
+    ``prefork`` serves :data:`defaults.QUEUE`; ``threads`` and ``gevent`` serve their own
+    (:func:`defaults.queue_for`), so only jobs sent for waiting work reach them.
 
     No ``-E``: task events cost about 1 ms of worker CPU per chunk, so they are on
     only while a monitor asks for them (Flower does, every few seconds) or with
     ``DISTLOOP_TASK_EVENTS=1``.
     """
-    check_workers(concurrency, "--concurrency")  # the last check before any fork
+    check_workers(concurrency, "--concurrency", pool_cap(pool))  # the last check before any fork
     # -P: the working directory is not put first on the import path before Celery and its
     # dependencies load, so a user's celery.py or redis.py there cannot stand in for them;
     # the user's own modules are imported from there all the same (distloop.tasks.targets).
     return [
         sys.executable, "-P", "-m", "celery", "-A", "distloop.tasks", "worker",
-        "-P", "prefork", "-c", str(concurrency), "-Q", defaults.QUEUE,
+        "-P", pool, "-c", str(concurrency), "-Q", defaults.queue_for(pool),
         "-n", hostname, "-l", loglevel, "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 
@@ -66,7 +69,7 @@ def start_worker(
     extra_env: Mapping[str, str] | None = None,
     import_path: Sequence[str] = (),
 ) -> ManagedProcess:
-    """Start one prefork worker; with ``wait``, return once it consumes tasks."""
+    """Start one worker of ``settings.pool``'s kind; with ``wait``, return once it consumes tasks."""
     hostname = hostname or f"distloop-{os.getpid()}@{socket.gethostname()}"
     ready = os.path.join(tempfile.gettempdir(), f"distloop-ready-{uuid.uuid4().hex}")
     env = worker_env(settings, {ENV_READY_FILE: ready, **(extra_env or {})}, import_path)
@@ -74,7 +77,7 @@ def start_worker(
     try:
         process = ManagedProcess(
             f"celery worker {hostname}",
-            worker_argv(concurrency, hostname),
+            worker_argv(concurrency, hostname, pool=settings.pool),
             env=env,
             cwd=cwd,
             log=log if log is not None else subprocess.DEVNULL,

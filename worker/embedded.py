@@ -1,7 +1,8 @@
 """The embedded cluster: what ``distloop run`` uses when no broker is configured.
 
 A private redis-server (random password, loopback, no persistence) and one
-local prefork worker with one process per core, importing from the producer's
+local prefork worker with one process per core (``run --pool threads``: a threads
+worker with :data:`~distloop.tasks.core.defaults.THREAD_WORKERS` threads), importing from the producer's
 working directory. Ready before the first chunk is sent; stopped by pid at
 exit, on errors and on Ctrl-C. Its workers also allow the modules its producer
 adds to the private Redis later (``JobStore.allow``), so an Executor can run
@@ -18,7 +19,8 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
-from distloop.tasks.core.limits import check_workers
+from distloop.tasks.core import defaults
+from distloop.tasks.core.limits import check_workers, pool_cap
 from distloop.tasks.core.settings import Settings
 from distloop.worker.celery_worker import start_worker
 from distloop.worker.processes import ManagedProcess
@@ -44,8 +46,9 @@ class EmbeddedCluster:
     """A private Redis and local workers, for the life of a ``with`` block."""
 
     def __init__(self, workers: int | None = None, allow: Sequence[str] = (), settings: Settings | None = None):
-        check_workers(workers, "workers")  # before anything forks
-        self.workers = workers or os.cpu_count() or 1
+        waiting = settings is not None and settings.pool != "prefork"  # `run --pool threads`: threads, not processes
+        check_workers(workers, "workers", pool_cap(settings.pool if settings is not None else "prefork"))
+        self.workers = workers or (defaults.THREAD_WORKERS if waiting else os.cpu_count() or 1)
         self.allow = tuple(allow)
         # Its private Redis speaks plain redis:// on loopback: TLS settings meant for a
         # remote broker (DISTLOOP_TLS_*) do not apply to it.

@@ -8,6 +8,7 @@ dispatcher's and the assembler's work, shared by every backend, by
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class JobSpec:
     timeout: float | None = None
     #: What the job's ledger records besides the fields above (items, range, output...).
     meta: Mapping[str, Any] = field(default_factory=dict)
+    #: Items of an ``async def`` target awaited at once per process (None: the workers' setting).
+    io_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,16 @@ class Backend(ABC):
     @abstractmethod
     def workers(self) -> int:
         """How many chunks can run at once (for sizing and the in-flight window)."""
+
+    @property
+    def threaded(self) -> bool:
+        """Whether the backend's slots are threads (or greenlets), there for waiting work."""
+        return False
+
+    @property
+    def cores(self) -> int:
+        """Cores the chunks run on (CPU utilisation is CPU time over wall time times this)."""
+        return min(self.workers, os.cpu_count() or 1)
 
     def start(self, allow: Sequence[str] = ()) -> None:  # noqa: B027 - optional hook
         """Get ready to run chunks; ``allow`` names targets the job will run."""

@@ -10,6 +10,7 @@ handed to another live worker (:mod:`distloop.backends.refusals`).
 from __future__ import annotations
 
 import functools
+import os
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -89,6 +90,16 @@ class CeleryBackend(Backend):
         return self._workers or self.requested_workers or 1
 
     @property
+    def threaded(self) -> bool:
+        """Workers of a threads or gevent pool: their slots are threads."""
+        return self.settings.pool != "prefork"
+
+    @property
+    def cores(self) -> int:
+        """This machine's for the embedded cluster; else the workers' processes (prefork: one per core)."""
+        return (os.cpu_count() or 1) if self.embedded else self.workers
+
+    @property
     def embedded(self) -> bool:
         return self.settings.broker_url is None
 
@@ -119,10 +130,13 @@ class CeleryBackend(Backend):
     def _count_remote_workers(self) -> int:
         """Worker processes serving the queue (from their heartbeats); fail clearly when none."""
         assert self.store is not None
-        total = sum(int(w.get("concurrency", 1)) for w in live_workers(self.store.client).values())
+        pool = self.settings.pool  # only the workers that serve this pool kind's queue
+        workers = live_workers(self.store.client).values()
+        total = sum(int(w.get("concurrency", 1)) for w in workers if w.get("pool", "prefork") == pool)
         if total == 0:
+            start = "distloop worker" if pool == "prefork" else f"distloop worker --pool {pool}"
             raise BrokerUnavailable(
-                f"no distloop worker answers on {mask_url(self.settings.broker_url)}: start one with `distloop worker`"
+                f"no distloop {pool} worker answers on {mask_url(self.settings.broker_url)}: start one with `{start}`"
             )
         return self.requested_workers or total
 
@@ -151,6 +165,8 @@ class CeleryBackend(Backend):
             "target": job.target, "reduce": job.reduce, "on_error": job.on_error,
             "timeout": job.timeout, "state": "running", "created_at": time.time(), **job.meta,
         }  # fmt: skip
+        if self.settings.pool != "prefork":  # a pool kind's own queue: recovery and status read it
+            meta["queue"] = self.settings.queue
         self.store.create(job.job_id, meta)
         follow_monitors(self.app, self.settings, live_workers(self.store.client))
         ask = functools.partial(held_by_workers, self.app)  # when the job makes no progress
@@ -175,7 +191,7 @@ class CeleryBackend(Backend):
         self._refusals[job.job_id].sent(chunks)
         sent = self._sent[job.job_id] = max([self._sent.get(job.job_id, 0), *(c.index + 1 for c in chunks)])
         # The plan first: a producer that dies mid-send leaves no chunk resume cannot place.
-        self._publish(job, chunks, defaults.QUEUE, lambda: store.record_plan(job.job_id, plan, sent))
+        self._publish(job, chunks, self.settings.queue, lambda: store.record_plan(job.job_id, plan, sent))
 
     def _publish(
         self, job: JobSpec, chunks: Sequence[ChunkSpec], queue: str | Queue, first: Callable[[], object]
@@ -183,6 +199,8 @@ class CeleryBackend(Backend):
         """Send ``chunks`` to ``queue`` (a name, or a worker's own queue), after ``first`` (a ledger write)."""
         assert self.app is not None
         limits = time_limits(job.timeout)
+        # Sent only when the job sets it: otherwise each worker's own DISTLOOP_IO_CONCURRENCY.
+        kwargs = {"io_concurrency": job.io_concurrency} if job.io_concurrency else None
         while True:
             try:
                 first()
@@ -195,6 +213,7 @@ class CeleryBackend(Backend):
                         self.app.send_task(
                             defaults.CHUNK_TASK,
                             args=(job.job_id, job.target, spec, job.reduce, job.on_error),
+                            kwargs=kwargs,
                             argsrepr=describe_chunk(job, chunk),
                             task_id=f"{job.job_id}-{chunk.index}",
                             queue=queue,
@@ -303,7 +322,7 @@ class CeleryBackend(Backend):
         failed, resend = refusals.hand_over(live)
         for host, chunks in resend.items():
             indices = [c.index for c in chunks]
-            queue = defaults.QUEUE if host is None else worker_direct(host)
+            queue = self.settings.queue if host is None else worker_direct(host)
             self._publish(job, chunks, queue, functools.partial(store.drop_refusals, job.job_id, indices))
         return failed
 
@@ -332,7 +351,8 @@ class CeleryBackend(Backend):
             running = self.store.delete(job.job_id, outcome)
             refusals = self._refusals.get(job.job_id)
             if self._broker is not None:
-                purge_job(self._broker, job_queues(refusals.hosts if refusals else ()), job.job_id)
+                queues = job_queues(refusals.hosts if refusals else (), self.settings.queue)
+                purge_job(self._broker, queues, job.job_id)
                 # Messages taken by workers that died: kombu would restore them in an hour.
                 purge_unacked(self._broker, job.job_id)
             if running and self.app is not None:

@@ -33,6 +33,7 @@ from typing import Any
 import redis
 
 from distloop.backends.queue import job_queues, queued_messages
+from distloop.tasks.core import defaults
 from distloop.tasks.store.jobs import JobStore
 from distloop.tasks.store.workers import held_by
 
@@ -61,6 +62,7 @@ class LostChunks:
         self.job_id = job_id
         self.meta = meta
         self.ask = ask
+        self.queue = str(meta.get("queue") or defaults.QUEUE)  # the shared queue of the job's pool kind
         self._unseen: dict[int, float] = {}  # index -> when first seen nowhere
         self._unread: dict[int, float] = {}  # index -> when first seen stored but not collected
         self._progress_at = time.monotonic()
@@ -99,7 +101,8 @@ class LostChunks:
         # Entries of chunks no longer pending (collected, or a snapshot's leftovers) just go.
         self.store.forget_running(self.job_id, let_go)
         # A dead worker's own queue is not read: nobody will take a chunk waiting there.
-        queued = {index for _, _, index in queued_messages(self.broker, job_queues(beats.keys()), self.job_id)}
+        queues = job_queues(beats.keys(), self.queue)
+        queued = {index for _, _, index in queued_messages(self.broker, queues, self.job_id)}
         held_now = {i for i in pending if self.task_id(i) in held}
         # ...unless it waits again in a queue, or another worker holds it (a retry, a redelivery).
         lost = (let_go & set(pending)) - queued - held_now

@@ -12,6 +12,7 @@ from distloop.api import new_job_id, run_job
 from distloop.backends import BACKEND_NAMES
 from distloop.cli.options import check_url, positive_seconds
 from distloop.cli.output import close_output, emit, open_output, stdout_to_stderr
+from distloop.cli.worker import pool_choices
 from distloop.progress import job_line, progress_for
 from distloop.ranges import parse_range, range_length
 from distloop.tasks.core import defaults
@@ -42,6 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="per chunk: an item still running after SECONDS is reported failed (celery backend)",
     )
+    parser.add_argument("--io-concurrency", type=int, metavar="N",
+                        help="async def targets: items awaited at once per worker process (default "
+                        f"DISTLOOP_IO_CONCURRENCY, else {defaults.IO_CONCURRENCY}; "
+                        f"at most {defaults.MAX_IO_CONCURRENCY})")  # fmt: skip
+    parser.add_argument("--pool", choices=pool_choices(),
+                        help="celery backend: the workers' pool kind; threads/gevent for blocking I/O"
+                        " (queue distloop.<pool>; embedded cluster: a threads worker)")  # fmt: skip
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress on stderr: a bar on a terminal, else plain lines (default on)")  # fmt: skip
     parser.add_argument("--progress-every", type=positive_seconds, default=defaults.PROGRESS_INTERVAL,
@@ -70,7 +78,8 @@ def main(args: argparse.Namespace) -> int:
             report = run_job(
                 args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,
                 workers=args.workers, on_error=args.on_error, settings=settings, output=output,
-                progress=progress, timeout=args.timeout, job_id=job_id,
+                progress=progress, timeout=args.timeout, io_concurrency=args.io_concurrency, pool=args.pool,
+                job_id=job_id,
             )  # fmt: skip
     except ChunkFailed as exc:
         if exc.remote_traceback:

@@ -79,6 +79,10 @@ STARTUP_TIMEOUT = 30.0
 #: Seconds a stopping process gets before it is killed.
 STOP_GRACE_SECONDS = 5.0
 
+#: Chunks whose thread used less CPU time than this share of their wall time are
+#: waiting work (I/O, sleeps): threads or awaited items, not cores, keep them busy.
+WAITING_CPU_SHARE = 0.5
+
 #: Guided sizing never makes a chunk shorter than this (seconds of work), so the
 #: shrinking tail does not drown in the 3-4 ms wait between chunks.
 MIN_CHUNK_SECONDS = 0.05
@@ -127,3 +131,36 @@ OUTPUT_LINE_CHARS = 4_000
 #: A chunk that prints pushes its lines at least this often (seconds), so that a
 #: long chunk's output shows while it runs, not only at its end.
 OUTPUT_FLUSH_SECONDS = 0.5
+
+#: Items of an ``async def`` target awaited at once by one worker process (its event
+#: loop), ``--io-concurrency`` / DISTLOOP_IO_CONCURRENCY. 100 keeps a process's sockets
+#: and file descriptors well under the usual limit of 1024 while hiding a 20-100 ms
+#: wait behind 100 others; a job asks for more or less with the flag.
+IO_CONCURRENCY = 100
+
+#: The most a job may ask for: each pending item may hold a socket, and a process has
+#: 1024 file descriptors by default.
+MAX_IO_CONCURRENCY = 1000
+
+#: Threads of the thread backend when ``--workers`` is not given. Threads only pay off
+#: for waiting work (the GIL runs Python code one thread at a time), and a waiting item
+#: costs a thread almost nothing: 64, as ``ThreadPoolExecutor``'s users pick for I/O.
+#: The pool grows to it only as chunks wait (``ThreadPoolExecutor`` starts threads on
+#: demand), so a CPU-bound loop keeps about one thread per chunk in flight.
+THREAD_WORKERS = 64
+
+#: Pools a worker can run (``distloop worker --pool``). ``prefork``: one process per
+#: core, for CPU-bound work; ``threads`` (and ``gevent`` where it is installed): many
+#: waiting items per process, for blocking I/O. Each kind serves its own queue.
+POOLS = ("prefork", "threads", "gevent")
+
+#: The most threads or greenlets one ``threads``/``gevent`` worker runs.
+MAX_POOL_CONCURRENCY = 1000
+
+
+def queue_for(pool: str) -> str:
+    """The queue a pool kind's workers serve: :data:`QUEUE` for prefork, ``distloop.<pool>`` else.
+
+    CPU-bound and I/O-bound jobs share one Redis: each goes to workers of its kind.
+    """
+    return QUEUE if pool == "prefork" else f"{QUEUE}.{pool}"

@@ -19,19 +19,24 @@ def worker_cap() -> int:
     return min(defaults.MAX_WORKERS, defaults.WORKERS_PER_CPU * (os.cpu_count() or 1))
 
 
+def pool_cap(pool: str) -> int:
+    """The most a worker of this pool kind may run: processes for prefork, threads otherwise."""
+    return worker_cap() if pool == "prefork" else defaults.MAX_POOL_CONCURRENCY
+
+
 def check_workers(count: int | None, option: str = "--workers", cap: int | None = None) -> None:
     """Refuse a worker count below 1 or above ``cap`` (default: :func:`worker_cap`)."""
     if count is None:
         return
     check_positive(count, option)
     limit = worker_cap() if cap is None else cap
-    if count > limit == defaults.MAX_WORKERS:
-        raise UsageError(f"{option} {count} is above the cap of {limit}")
-    if count > limit:
+    if count > limit and limit == worker_cap() < defaults.MAX_WORKERS:
         raise UsageError(
             f"{option} {count} is above this machine's cap of {limit}"
             f" ({defaults.WORKERS_PER_CPU} per CPU, at most {defaults.MAX_WORKERS})"
         )
+    if count > limit:
+        raise UsageError(f"{option} {count} is above the cap of {limit}")
 
 
 def check_positive(value: int, option: str, most: int | None = None) -> None:

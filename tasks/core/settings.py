@@ -28,6 +28,8 @@ ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
 ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
 ENV_FORWARD_OUTPUT = "DISTLOOP_FORWARD_OUTPUT"
+ENV_IO_CONCURRENCY = "DISTLOOP_IO_CONCURRENCY"
+ENV_POOL = "DISTLOOP_POOL"
 #: Set by whoever starts a worker and waits for it (the embedded cluster): a file the
 #: worker creates once it consumes tasks.
 ENV_READY_FILE = "DISTLOOP_READY_FILE"
@@ -63,6 +65,20 @@ def env_seconds(env: Mapping[str, str], name: str, whole: bool = False) -> float
         raise UsageError(f"{name}={env[name]!r}: expected {expected}") from None
     if not (value > 0 and math.isfinite(value)):
         raise UsageError(f"{name}={env[name]!r}: expected {expected}")
+    return value
+
+
+def env_count(env: Mapping[str, str], name: str, most: int) -> int | None:
+    """A whole-number variable from 1 to ``most``; None when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= most:
+        raise UsageError(f"{name}={env[name]!r}: expected a whole number from 1 to {most}")
     return value
 
 
@@ -128,6 +144,13 @@ class Settings:
     #: turn it off; see :mod:`distloop.tasks.output`). A producer setting: each chunk's
     #: message says whether its worker forwards.
     forward_output: bool = True
+    #: Items of an ``async def`` target awaited at once per worker process
+    #: (``DISTLOOP_IO_CONCURRENCY``, ``--io-concurrency``). None: a job sends none, and
+    #: each worker uses its own setting, else :data:`defaults.IO_CONCURRENCY`.
+    io_concurrency: int | None = None
+    #: The workers' pool kind (``DISTLOOP_POOL``, ``--pool``): a worker serves that kind's
+    #: queue, a producer sends its chunks there (:func:`defaults.queue_for`).
+    pool: str = "prefork"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -145,6 +168,14 @@ class Settings:
             "task_events": env_flag(env, ENV_TASK_EVENTS),
             "forward_output": env_flag(env, ENV_FORWARD_OUTPUT, default=True),
         }
+        io_concurrency = env_count(env, ENV_IO_CONCURRENCY, defaults.MAX_IO_CONCURRENCY)
+        if io_concurrency is not None:
+            values["io_concurrency"] = io_concurrency
+        pool = env.get(ENV_POOL, "").strip()
+        if pool:
+            if pool not in defaults.POOLS:
+                raise UsageError(f"{ENV_POOL}={env[ENV_POOL]!r}: expected one of {', '.join(defaults.POOLS)}")
+            values["pool"] = pool
         limit = env_seconds(env, ENV_TIME_LIMIT)
         if limit is not None:
             values["chunk_time_limit"] = limit
@@ -169,6 +200,15 @@ class Settings:
         return self.result_url or self.effective_broker_url
 
     @property
+    def effective_io_concurrency(self) -> int:
+        return self.io_concurrency or defaults.IO_CONCURRENCY
+
+    @property
+    def queue(self) -> str:
+        """The queue of this pool kind's workers."""
+        return defaults.queue_for(self.pool)
+
+    @property
     def allowed_patterns(self) -> tuple[str, ...]:
         return defaults.ALWAYS_ALLOWED + tuple(p for p in self.allow if p not in defaults.ALWAYS_ALLOWED)
 
@@ -187,6 +227,10 @@ class Settings:
             env[ENV_TLS_INSECURE] = "1"
         if self.task_events:
             env[ENV_TASK_EVENTS] = "1"
+        if self.io_concurrency:
+            env[ENV_IO_CONCURRENCY] = str(self.io_concurrency)
+        if self.pool != "prefork":
+            env[ENV_POOL] = self.pool
         return env
 
     def check_tls(self) -> None:
@@ -276,7 +320,7 @@ class Settings:
             "worker_send_task_events": self.task_events,
             "task_send_sent_event": self.task_events,
             "task_track_started": True,
-            "task_default_queue": defaults.QUEUE,
+            "task_default_queue": self.queue,
             # Each worker also consumes its own queue (``<hostname>.dq2``): a chunk one worker
             # refused (its code or allow-list differs) is handed to another by name.
             "worker_direct": True,

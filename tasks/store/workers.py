@@ -38,11 +38,14 @@ def announce(
     hostname: str,
     concurrency: int,
     events: bool = False,
+    pool: str = "prefork",
     held: Callable[[], Collection[str]] | None = None,
 ) -> None:
     """Write ``hostname``'s heartbeat; ``held`` (called after the time is read) lists the task ids it holds."""
-    info: dict[str, Any] = {"host": hostname, "concurrency": concurrency, "pid": os.getpid(), "at": time.time(),
-                            "events": events}  # fmt: skip
+    info: dict[str, Any] = {
+        "host": hostname, "concurrency": concurrency, "pid": os.getpid(), "at": time.time(), "events": events,
+        "pool": pool,
+    }  # fmt: skip
     if held is not None:
         ids = list(held())
         if len(ids) <= HELD_LIMIT:  # too many to list: producers fall back on the ledger alone
@@ -57,7 +60,7 @@ def held_by(info: dict[str, Any]) -> set[str] | None:
 
 
 def live_workers(client: redis.Redis) -> dict[str, dict[str, Any]]:
-    """Hostname -> {"host", "concurrency", "pid", "at", "events"} for every worker alive now."""
+    """Hostname -> {"host", "concurrency", "pid", "at", "events", "pool"} for every worker alive now."""
     keys = list(client.scan_iter(match=PREFIX + "*", count=1000))
     if not keys:
         return {}
@@ -78,12 +81,14 @@ class Heartbeat:
         hostname: str,
         concurrency: int,
         events: Callable[[], bool] = lambda: False,
+        pool: str = "prefork",
         held: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.client = client
         self.hostname = hostname
         self.concurrency = concurrency
         self.events = events  # does the worker send task events right now?
+        self.pool = pool  # its pool kind: producers count only the workers of their jobs' kind
         self.held = held  # the task ids the worker holds right now
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="distloop-heartbeat", daemon=True)
@@ -93,7 +98,7 @@ class Heartbeat:
         self._thread.start()
 
     def beat(self) -> None:
-        announce(self.client, self.hostname, self.concurrency, self.events(), self.held)
+        announce(self.client, self.hostname, self.concurrency, self.events(), self.pool, self.held)
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL):
