@@ -94,7 +94,7 @@ def unreadable(chunk: ChunkSpec, reduce: str | None, on_error: str, message: str
     the chunk's arguments, which may be what failed.
     """
     logger.warning("chunk %s: %s", chunk.index, message)
-    indices = range(len(chunk.calls)) if chunk.calls is not None else range(chunk.start, chunk.stop, chunk.step)
+    indices = range(chunk.start, chunk.stop, chunk.step) if chunk.is_range else range(len(chunk))
     result = ChunkResult(index=chunk.index, values=None if reduce else [])
     for index in indices:
         result.errors.append({"index": index, "type": "NotJSONable", "message": message, "traceback": ""})

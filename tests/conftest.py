@@ -24,7 +24,7 @@ from distloop.worker.redis_server import RedisServer, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Test-only workloads the test workers may run (besides distloop.tasks.demo).
-TEST_ALLOW = ("tests.workloads",)
+TEST_ALLOW = ("tests.workloads", "tests.cpython_workloads")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -65,6 +65,84 @@ def dispatch_rates(settings: Settings, n: int) -> tuple[float, float]:
     return n / report.runs["celery"].wall_s, n / plain_group_seconds(settings, n)
 
 
+def facade_walls(settings: Settings, n: int, repeat: int = 5) -> dict[str, float]:
+    """Median wall seconds of ``square`` over n items: multiprocessing.Pool(2).map, run_loop and each facade.
+
+    One after the other on the same workers; every facade (and run_loop's backend)
+    is started before its clock starts, as multiprocessing's pool is.
+    """
+    import multiprocessing
+
+    import joblib
+
+    from distloop import CeleryExecutor, Pool, register_joblib
+    from distloop.api import run_job
+    from distloop.backends import get_backend
+    from distloop.tasks.demo import square
+
+    expected = [i * i for i in range(n)]
+    walls: dict[str, float] = {}
+
+    def timed(name: str, run: Callable[[], list[int]]) -> None:
+        def once() -> float:
+            started = time.perf_counter()
+            got = run()
+            wall = time.perf_counter() - started
+            assert got == expected, f"{name}: wrong results"
+            return wall
+
+        walls[name] = median_of(repeat, once)
+        print(f"  square 0:{n} {name}: {walls[name]:.3f} s", flush=True)
+
+    with multiprocessing.Pool(2) as mp:
+        timed("multiprocessing.Pool(2).map", lambda: mp.map(square, range(n)))
+    engine = get_backend("celery", settings)
+    engine.start()
+    try:
+        timed("run_loop", lambda: run_job(square, range(n), backend=engine).result)
+    finally:
+        engine.close()
+    with Pool(settings=settings) as pool:
+        timed("Pool.map", lambda: pool.map(square, range(n)))
+        timed("Pool.imap", lambda: list(pool.imap(square, range(n))))
+    with CeleryExecutor(settings=settings) as ex:
+        timed("CeleryExecutor.map", lambda: list(ex.map(square, range(n))))
+        register_joblib(executor=ex)
+        with joblib.parallel_config(backend="distloop"):
+            timed("joblib.Parallel", lambda: joblib.Parallel(n_jobs=-1)(joblib.delayed(square)(i) for i in range(n)))
+    return walls
+
+
+def submit_seconds(settings: Settings, n: int) -> float:
+    """Wall time of ``n`` ``CeleryExecutor.submit(square, i)`` calls in a loop and their results."""
+    from distloop import CeleryExecutor
+    from distloop.tasks.demo import square
+
+    with CeleryExecutor(settings=settings) as ex:
+        ex.submit(square, 0).result()  # the executor is ready, as a started group's app is
+        started = time.perf_counter()
+        futures = [ex.submit(square, i) for i in range(n)]
+        values = [f.result() for f in futures]
+        wall = time.perf_counter() - started
+    assert values == [i * i for i in range(n)]
+    return wall
+
+
+def facade_rows(settings: Settings, plain_rate: float, n: int = 100_000, submits: int = 20_000) -> None:
+    """The facades' targets (issue 14): 5x multiprocessing.Pool(2).map, 1.5x run_loop; submit() 3x a group."""
+    walls = facade_walls(settings, n)
+    mp, loop = walls["multiprocessing.Pool(2).map"], walls["run_loop"]
+    for name in ("Pool.map", "CeleryExecutor.map", "Pool.imap", "joblib.Parallel"):
+        wall = walls[name]
+        record(f"square 0:{n} {name} / multiprocessing.Pool(2).map wall", f"{wall:.3f} / {mp:.3f} s = {wall / mp:.1f}",
+               "<= 5", wall / mp <= 5)  # fmt: skip
+        record(f"square 0:{n} {name} / run_loop wall", f"{wall:.3f} / {loop:.3f} s = {wall / loop:.2f}", "<= 1.5",
+               wall / loop <= 1.5)  # fmt: skip
+    rate = submits / submit_seconds(settings, submits)
+    shown = f"{rate:.0f}/s vs {plain_rate:.0f}/s = {rate / plain_rate:.1f}x"
+    record(f"submit() x {submits} vs group+join_native", shown, ">= 3x", rate >= 3 * plain_rate)
+
+
 def peak_rss_mib(argv: list[str], env: dict[str, str]) -> float:
     """Peak resident memory of a command (its own process), in MiB.
 
@@ -247,6 +325,7 @@ def main() -> int:
         ratio = ours / plain
         record("dispatch chunk-size 1 vs group+join_native", f"{ours:.0f}/s vs {plain:.0f}/s = {ratio:.2f}x", ">= 3x",
                ratio >= 3)  # fmt: skip
+        facade_rows(settings, plain)
 
         env = {**os.environ, "DISTLOOP_BROKER_URL": redis.url}
         cmd = [

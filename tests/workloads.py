@@ -122,6 +122,37 @@ def fail_late_at_1_fast_at_5(i: int) -> int:
     return i
 
 
+# --- initializers (tests/test_facade_constructors.py) ---
+
+_initialized: str | None = None
+
+
+def remember(tag: str, path: str) -> None:
+    """An initializer: sets ``tag`` in this process and notes ``pid tag`` in ``path``."""
+    global _initialized
+    _initialized = tag
+    with open(path, "a") as log:
+        log.write(f"{os.getpid()} {tag}\n")
+
+
+def tagged(i: int) -> list[object]:
+    """``[i, pid, the tag the initializer set]``."""
+    return [i, os.getpid(), _initialized]
+
+
+def failing_initializer() -> None:
+    raise RuntimeError("no database here")
+
+
+def log_and_fail_at_3(path: str, i: int) -> int:
+    """Notes ``i`` in ``path`` (each run of the call), and fails at 3."""
+    with open(path, "a") as log:
+        log.write(f"{i}\n")
+    if i == 3:
+        raise ValueError("bad item 3")
+    return i
+
+
 # --- values (tests/test_values.py, tests/test_bad_input.py) ---
 
 

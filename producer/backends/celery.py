@@ -46,8 +46,8 @@ from distloop.worker.embedded import EmbeddedCluster
 
 def describe_chunk(job: JobSpec, chunk: ChunkSpec) -> str:
     """How a chunk reads in Flower's args column: its items first (Flower cuts long args), then target and job."""
-    if chunk.calls is not None:
-        items = f"{len(chunk.calls)} calls"
+    if not chunk.is_range:
+        items = f"{len(chunk)} calls"
     else:
         step = f", {chunk.step}" if chunk.step != 1 else ""
         items = f"range({chunk.start}, {chunk.stop}{step})"
@@ -187,7 +187,7 @@ class CeleryBackend(Backend):
     def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
         assert self.store is not None
         store = self.store
-        plan = [c.to_wire() for c in chunks if c.calls is None]
+        plan = [c.to_wire() for c in chunks if c.is_range]
         self._refusals[job.job_id].sent(chunks)
         sent = self._sent[job.job_id] = max([self._sent.get(job.job_id, 0), *(c.index + 1 for c in chunks)])
         # The plan first: a producer that dies mid-send leaves no chunk resume cannot place.

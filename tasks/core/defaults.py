@@ -105,6 +105,11 @@ BROKER_OUTAGE_SECONDS = 30.0
 #: (stuck in C code) is killed by the hard limit.
 TIMEOUT_GRACE_SECONDS = 5.0
 
+#: Calls per message at most when ``imap`` reads an input of unknown length (a
+#: generator): enough that short calls are not dominated by the broker, few enough
+#: that results come back as the input is read.
+MAX_STREAM_CHUNK = 10_000
+
 #: Worker processes (or threads) one machine may be asked for: this many per CPU,
 #: and never more than MAX_WORKERS. A count far above the cores gains nothing, and
 #: an unchecked one (``--workers 100000``) forks until the machine stalls.

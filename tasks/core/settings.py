@@ -27,6 +27,7 @@ ENV_TLS_CERT = "DISTLOOP_TLS_CERT_FILE"
 ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
 ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
+ENV_MAX_TASKS_PER_CHILD = "DISTLOOP_MAX_TASKS_PER_CHILD"
 ENV_FORWARD_OUTPUT = "DISTLOOP_FORWARD_OUTPUT"
 ENV_IO_CONCURRENCY = "DISTLOOP_IO_CONCURRENCY"
 ENV_POOL = "DISTLOOP_POOL"
@@ -53,6 +54,22 @@ def env_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     return FLAG_VALUES[text]
 
 
+def env_count(env: Mapping[str, str], name: str, most: int | None = None) -> int | None:
+    """A count variable, a whole number above 0 (and at most ``most``); None when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if most is not None and not 1 <= value <= most:
+        raise UsageError(f"{name}={env[name]!r}: expected a whole number from 1 to {most}")
+    if value < 1:
+        raise UsageError(f"{name}={env[name]!r}: expected a whole number above 0, such as 100")
+    return value
+
+
 def env_seconds(env: Mapping[str, str], name: str, whole: bool = False) -> float | None:
     """A duration variable in seconds, above 0 (``whole``: an integer); None when unset or empty."""
     text = env.get(name, "").strip()
@@ -65,20 +82,6 @@ def env_seconds(env: Mapping[str, str], name: str, whole: bool = False) -> float
         raise UsageError(f"{name}={env[name]!r}: expected {expected}") from None
     if not (value > 0 and math.isfinite(value)):
         raise UsageError(f"{name}={env[name]!r}: expected {expected}")
-    return value
-
-
-def env_count(env: Mapping[str, str], name: str, most: int) -> int | None:
-    """A whole-number variable from 1 to ``most``; None when unset or empty."""
-    text = env.get(name, "").strip()
-    if not text:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= most:
-        raise UsageError(f"{name}={env[name]!r}: expected a whole number from 1 to {most}")
     return value
 
 
@@ -139,6 +142,9 @@ class Settings:
     #: cost a worker about 1 ms of CPU per chunk, and a monitor that wants them
     #: (Flower, ``distloop flower``) switches them on by remote control.
     task_events: bool = False
+    #: Chunks a worker's pool process runs before it is replaced (Celery's
+    #: ``worker_max_tasks_per_child``; ``Pool(maxtasksperchild=N)`` on the embedded cluster).
+    max_tasks_per_child: int | None = None
     #: Show on the producer's terminal what ``f`` prints or logs on Celery workers
     #: (``DISTLOOP_FORWARD_OUTPUT=0``, ``--no-forward-output`` or ``forward_output=False``
     #: turn it off; see :mod:`distloop.tasks.output`). A producer setting: each chunk's
@@ -184,6 +190,9 @@ class Settings:
         visibility = env_seconds(env, ENV_VISIBILITY, whole=True)
         if visibility is not None:
             values["visibility_timeout"] = int(visibility)
+        max_tasks = env_count(env, ENV_MAX_TASKS_PER_CHILD)
+        if max_tasks is not None:
+            values["max_tasks_per_child"] = max_tasks
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -231,6 +240,8 @@ class Settings:
             env[ENV_IO_CONCURRENCY] = str(self.io_concurrency)
         if self.pool != "prefork":
             env[ENV_POOL] = self.pool
+        if self.max_tasks_per_child:
+            env[ENV_MAX_TASKS_PER_CHILD] = str(self.max_tasks_per_child)
         return env
 
     def check_tls(self) -> None:
@@ -324,4 +335,5 @@ class Settings:
             # Each worker also consumes its own queue (``<hostname>.dq2``): a chunk one worker
             # refused (its code or allow-list differs) is handed to another by name.
             "worker_direct": True,
+            "worker_max_tasks_per_child": self.max_tasks_per_child,
         }
