@@ -44,6 +44,11 @@ class JobReport:
     cpu_s: float = 0.0  # CPU seconds of the threads that ran the chunks, as the workers measured them
 
 
+def new_job_id() -> str:
+    """A fresh job id: what `distloop status` and `distloop resume` take."""
+    return uuid.uuid4().hex[:12]
+
+
 def validate(reduce: str | None, on_error: str) -> None:
     if reduce is not None and reduce not in REDUCERS:
         raise UsageError(f"unknown reduce op {reduce!r}; choose from {', '.join(REDUCERS)}")
@@ -177,16 +182,14 @@ def run_job(
             meta["output"] = os.path.abspath(output.name)
         if io_concurrency:
             meta["io_concurrency"] = io_concurrency
-        job = JobSpec(job_id or uuid.uuid4().hex[:12], target, reduce, on_error, timeout, meta, io_concurrency)
-        if progress is not None:
-            progress(assembler)  # show the totals before the first result
+        job = JobSpec(job_id or new_job_id(), target, reduce, on_error, timeout, meta, io_concurrency)
 
         cpu = [0.0]
 
         def observe(result: ChunkResult) -> None:
             cpu[0] += result.cpu_seconds
             planner.observe(result)
-            assembler.total_chunks = planner.estimated_chunks()
+            assembler.total_chunks = meta["chunks"] = planner.estimated_chunks()  # the ledger gets it too
 
         started = time.perf_counter()
         run_chunks(engine, job, iter(planner), assembler, window=planner.window, observe=observe, progress=progress)

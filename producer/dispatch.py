@@ -44,6 +44,8 @@ def run_chunks(
     in_flight: dict[int, ChunkSpec] = {}
     next_check = time.monotonic() + recovery_interval
     backend.open_job(job)
+    if progress is not None:
+        progress(assembler)  # the job has started: its id and totals, before the first result
     try:
         exhausted = False
         while True:

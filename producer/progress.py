@@ -2,7 +2,9 @@
 
 Both take the :class:`~distloop.assemble.Assembler` after each chunk result
 (items and chunks done, failures, and the job's total chunks once planned) and
-must be closed, which draws the final state.
+must be closed, which draws the final state. The job's id goes on stderr first, as
+the job starts (before any result, whatever the progress mode, ``--json`` and
+``--no-progress`` included), so a job whose producer dies can be found again.
 """
 
 from __future__ import annotations
@@ -165,17 +167,52 @@ class EtaColumn(ProgressColumn):
         return Text(f"ETA {time.strftime('%H:%M:%S', time.gmtime(left))}")
 
 
+def job_line(job_id: str, target: str, items: int, *, findable: bool) -> str:
+    """The line that announces a job as it starts; ``findable``: its Redis outlives this run."""
+    line = f"distloop: job {job_id}: {target} over {items:,} items"
+    if findable:
+        line += f" (`distloop status {job_id}` follows it; `distloop resume {job_id}` finishes it if this run dies)"
+    return line
+
+
+class Announced:
+    """A display that first prints the job's line on stderr, as the job starts (before any result)."""
+
+    def __init__(self, line: str, inner: Display | None = None) -> None:
+        self.line = line
+        self.inner = inner
+        self.printed = False
+
+    def __call__(self, assembler: Assembler) -> None:
+        if not self.printed:
+            self.printed = True
+            if isinstance(self.inner, RichProgress):  # above the live bar, not through it
+                self.inner.progress.console.print(self.line, markup=False, highlight=False, soft_wrap=True)
+            else:
+                print(self.line, file=sys.stderr, flush=True)
+        if self.inner is not None:
+            self.inner(assembler)
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
 def progress_for(
-    enabled: bool | None, total_items: int, *, every: float = defaults.PROGRESS_INTERVAL
+    enabled: bool | None,
+    total_items: int,
+    *,
+    every: float = defaults.PROGRESS_INTERVAL,
+    announce: str | None = None,
 ) -> Display | None:
-    """The progress display for a job: None when ``enabled`` is False.
+    """The progress display for a job: None when ``enabled`` is False (and nothing to announce).
 
     By default (None, or True) a rich bar when stderr is a terminal, otherwise a
     plain line every ``every`` seconds and the final state (a job shorter than
-    ``every`` prints none: its summary line is enough).
+    ``every`` prints none: its summary line is enough). ``announce`` (see
+    :func:`job_line`) is printed first, as the job starts, in every mode.
     """
-    if enabled is False:
-        return None
-    if sys.stderr.isatty():
-        return RichProgress(total_items)
-    return PlainProgress(total_items, every)
+    display: Display | None = None
+    if enabled is not False:
+        display = RichProgress(total_items) if sys.stderr.isatty() else PlainProgress(total_items, every)
+    return Announced(announce, display) if announce is not None else display

@@ -14,6 +14,7 @@ import redis
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import signals
 from celery.utils.log import get_task_logger
+from celery.worker import state as worker_state
 
 from distloop.tasks import kernel, runtime
 from distloop.tasks.core import defaults
@@ -74,13 +75,25 @@ def _catch_exits_in_items(**_: Any) -> None:
     kernel.ITEM_ERRORS = kernel.WORKER_ITEM_ERRORS
 
 
+def held_requests() -> list[str]:
+    """The ids of the tasks this worker holds: received and not finished (Celery's own worker state)."""
+    for _ in range(3):
+        try:
+            return list(worker_state.requests)
+        except RuntimeError:  # changed size while read from the heartbeat thread: read again
+            continue
+    return list(worker_state.requests.copy())
+
+
 @signals.worker_ready.connect
 def _announce_ready(sender: Any = None, **_: Any) -> None:
     global _heartbeat
     hostname = getattr(sender, "hostname", None) or "unknown"
     concurrency = int(getattr(getattr(sender, "controller", None), "concurrency", 0) or 1)
     client = runtime.settings.redis_client()
-    _heartbeat = Heartbeat(client, hostname, concurrency, lambda: sends_task_events(sender), runtime.settings.pool)
+    _heartbeat = Heartbeat(
+        client, hostname, concurrency, lambda: sends_task_events(sender), runtime.settings.pool, held_requests
+    )
     _heartbeat.start()
     path = os.environ.get(ENV_READY_FILE)
     if path:

@@ -428,7 +428,8 @@ def test_bad_input(case: Case, shared_workers: Workers, shared_redis: RedisServe
         args = [a.format(**places) for a in case.args]
         env = {"DISTLOOP_ALLOW": "tests.workloads", **dict(case.env)}
         code, out, err, started = run_watched(args, env=env, timeout=90)
-    lines = err.strip().splitlines()
+    # A job that started prints its id first (``distloop: job ID: ...``): the error is the one line after it.
+    lines = [line for line in err.strip().splitlines() if not line.startswith("distloop: job ")]
     assert code == case.exit_code, err
     assert len(lines) == 1, err
     assert case.message in lines[0], lines[0]

@@ -20,11 +20,14 @@ import pytest
 
 from distloop import BrokerUnavailable, ChunkFailed, run_job
 from distloop.api import JobReport
+from distloop.backends import recovery
 from distloop.backends.queue import queue_keys
 from distloop.tasks.core import defaults
 from distloop.tasks.store.jobs import JobStore
+from distloop.tasks.store.lease import lease_key
+from distloop.tasks.store.workers import announce
 from distloop.worker.redis_server import RedisServer, start_redis
-from tests.conftest import ROOT, Workers, run_cli, wait_until
+from tests.conftest import ROOT, Workers, run_cli, settings_for, wait_until
 from tests.procs import alive, descendants
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -180,6 +183,8 @@ def test_producer_killed_then_resume_gives_the_same_output(workers: Workers, red
         job_id = wait_until(checkpointed_job, 60, "a checkpoint written")
         producer.kill()
         producer.wait(10)
+        # Its lease is no longer renewed: until it expires, the job is not for another producer.
+        wait_until(lambda: not client.exists(lease_key(job_id)), 30, "the killed producer's lease expired")
         checkpoint = json.loads(client.hget(f"distloop:job:{job_id}", "checkpoint"))
         done_before = checkpoint["next"] + client.hlen(f"distloop:job:{job_id}:results")
         assert done_before < 24, "the job finished before the producer was killed"
@@ -267,3 +272,119 @@ def test_message_taken_by_a_worker_that_died_before_starting_it_is_sent_again(
     assert stolen["headers"]["id"].startswith("orphan-")
     report = job.join(120)
     assert report.result == list(range(24))
+
+
+# --- Redis restarted with persistence, and chunks the ledger says run but nobody holds ---
+
+#: Redis as the README recommends it in production (AOF), and with RDB snapshots only.
+PERSISTENCE = {
+    "aof": ("--appendonly", "yes"),
+    "rdb": ("--save", "3600 1"),  # snapshots: the one taken mid-job below is what comes back
+}
+
+
+@pytest.mark.parametrize(
+    ("mode", "sig"),
+    [("aof", signal.SIGTERM), ("aof", signal.SIGKILL), ("rdb", signal.SIGKILL)],
+    ids=["aof-sigterm", "aof-sigkill", "rdb-sigkill-older-snapshot"],
+)
+def test_redis_with_persistence_restarted_mid_job_completes(mode: str, sig: int, tmp_path: Path) -> None:
+    server = start_redis(extra_args=PERSISTENCE[mode])
+    group = Workers(settings_for(server), tmp_path)
+    restarted: RedisServer | None = None
+    try:
+        group.start(concurrency=2)
+        job_id = f"persist-{mode}"
+        job = BackgroundJob(
+            f="tests.workloads:sleep_s", items=range(80), chunk_size=4, settings=group.settings, job_id=job_id
+        )
+        store = store_for(server)
+        wait_until(lambda: store.counts(job_id)["done"] >= 2 and store.running(job_id), 60, "two chunks done")
+        if mode == "rdb":
+            store.client.save()  # the snapshot that comes back: older than what happens next
+            time.sleep(2.5)  # chunks finish, are collected and taken from the queue after it
+        else:
+            time.sleep(0.5)
+        held_then = sorted(store.running(job_id))
+        down_at = time.monotonic()
+        server.process.stop(sig)
+        time.sleep(3.0)  # down for longer than a chunk: finished chunks cannot write their results
+        restarted = start_redis(port=server.port, password=server.password,
+                                extra_args=(*PERSISTENCE[mode], "--dir", server.workdir))  # fmt: skip
+        report = job.join(180)
+        took = job.finished_at - down_at
+        print(f"\nRedis ({mode}, stopped by {signal.Signals(sig).name}, down 3 s) restarted mid-job:"
+              f" chunks {held_then} were running; the job finished {took:.1f} s after Redis went down")  # fmt: skip
+        assert report.result == list(range(80))  # exact: every index once, in order
+        assert report.errors == []
+        note = store_for(restarted).outcome(job_id)
+        assert note is not None and (note["state"], note["done"], note["chunks"]) == ("done", 20, 20), note
+    finally:
+        group.stop()
+        if restarted is not None:
+            restarted.stop()
+        server.stop()
+
+
+def test_chunk_the_ledger_says_runs_on_a_live_worker_that_does_not_hold_it_is_sent_again(
+    workers: Workers, redis_server: RedisServer
+) -> None:
+    # As after a Redis restart: the ledger says a live, heartbeating worker runs the chunk;
+    # the worker let go of it long ago. Nothing would deliver it: it must go again.
+    workers.start(concurrency=1, hostname="holder@%h")
+    job = BackgroundJob(
+        f="tests.workloads:sleep_s", items=range(24), chunk_size=2, settings=workers.settings, job_id="unheld"
+    )
+    client = redis_server.client()
+    wait_until(lambda: queued(redis_server) >= 1, 60, "chunks queued")
+    stolen = json.loads(client.rpop(defaults.QUEUE))
+    index = int(stolen["headers"]["id"].rsplit("-", 1)[1])
+    host = next(k.decode().split(":", 2)[2] for k in client.scan_iter(match="distloop:worker:holder@*"))
+    client.hset("distloop:job:unheld:running", str(index), json.dumps({"host": host, "at": time.time()}))
+    faked_at = time.monotonic()
+    watch: dict[str, float] = {}
+    while job.thread.is_alive() and "done" not in watch:
+        if client.hexists("distloop:job:unheld:results", str(index)) or not client.exists("distloop:job:unheld"):
+            watch["done"] = time.monotonic()
+        time.sleep(0.05)
+    report = job.join(120)
+    assert report.result == list(range(24))
+    found = watch.get("done", job.finished_at) - faked_at
+    print(f"\nchunk {index} marked running on live {host}, not held: done again {found:.1f} s later")
+    assert found < 0.5 + 30  # the chunk's time (2 items of 0.25 s) plus 30 s
+
+
+def test_a_job_without_progress_asks_the_workers_and_resends_what_none_holds(
+    workers: Workers, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A live worker that does not list what it holds (an older distloop): the ledger says it
+    # runs a chunk, only asking the workers (Celery's inspect) shows that nobody does.
+    monkeypatch.setattr(recovery, "STALL_SECONDS", 6.0)
+    workers.start(concurrency=2)
+    client = redis_server.client()
+    stop = threading.Event()
+
+    def old_worker_heartbeat() -> None:
+        while not stop.is_set():
+            announce(client, "older@vm", 1)  # no "held" list
+            stop.wait(1.0)
+
+    beat = threading.Thread(target=old_worker_heartbeat, daemon=True)
+    beat.start()
+    try:
+        job = BackgroundJob(
+            f="tests.workloads:sleep_s", items=range(8), chunk_size=2, settings=workers.settings, job_id="stalled"
+        )
+        wait_until(lambda: queued(redis_server) >= 1, 60, "chunks queued")
+        stolen = json.loads(client.rpop(defaults.QUEUE))
+        index = int(stolen["headers"]["id"].rsplit("-", 1)[1])
+        client.hset("distloop:job:stalled:running", str(index), json.dumps({"host": "older@vm", "at": time.time()}))
+        faked_at = time.monotonic()
+        report = job.join(120)
+        took = job.finished_at - faked_at
+    finally:
+        stop.set()
+        beat.join(5)
+    assert report.result == list(range(8))
+    print(f"\nchunk {index} 'running' on a worker that does not say what it holds: job done {took:.1f} s later")
+    assert took < 6.0 + 30

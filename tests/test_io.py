@@ -19,6 +19,7 @@ import pytest
 
 from distloop import CeleryExecutor, Pool, run_loop
 from distloop.api import run_job
+from distloop.tasks.store.lease import lease_key
 from distloop.tasks.store.workers import live_workers
 from distloop.worker.processes import ManagedProcess
 from distloop.worker.redis_server import RedisServer
@@ -153,6 +154,8 @@ def test_async_job_resumed_after_its_producer_died_keeps_its_bound(
         if producer.poll() is None:
             producer.kill()
     assert json.loads(client.hget(f"distloop:job:{job_id}", "io_concurrency")) == 2
+    # One producer per job: the killed one's lease must expire before another takes the job.
+    wait_until(lambda: not client.exists(lease_key(job_id)), 30, "the killed producer's lease expired")
     resumed = run_cli("resume", job_id, env=broker_env(workers), timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     values = [json.loads(line) for line in out.read_text().splitlines()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -70,6 +71,11 @@ def test_progress_bar_on_a_terminal_reaches_100_percent(shared_workers: Workers)
         r"100%\s+200/200 items\s+20/20 chunks\s+[\d,]+ items/s\s+\d+:\d\d:\d\d\s+done\s+0 failed", screen
     ), screen
     assert re.search(r"\s0/200 items\s+0/20 chunks", screen), screen  # totals show before the first result
+    # The job's id first, above the bar, before any result.
+    announced = re.search(r"distloop: job ([0-9a-f]{12}): tests.workloads:sleep_ms over 200 items", screen)
+    first_result = re.search(r"\s[1-9]\d*/200 items", screen)
+    assert announced and first_result and announced.start() < first_result.start(), screen
+    assert f"(job {announced.group(1)})" in screen  # the same id as the summary's
 
 
 @pytest.mark.integration
@@ -99,4 +105,22 @@ def test_only_the_summary_without_progress_or_for_a_short_job(shared_workers: Wo
     env = {"DISTLOOP_BROKER_URL": shared_workers.settings.effective_broker_url}
     result = run_cli(*JOB, *options, env=env)
     assert result.returncode == 0, result.stderr
-    assert len(result.stderr.splitlines()) == 1 and "200 items in 20 chunks" in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and "200 items in 20 chunks" in lines[1], result.stderr  # the job's line, the summary
+    job_id = lines[1].rsplit("(job ", 1)[1].rstrip(")")
+    assert lines[0].startswith(f"distloop: job {job_id}: tests.workloads:sleep_ms over 200 items"), lines[0]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "options", [("--no-progress",), ("--progress", "--progress-every", "0.2"), ("--json",)],
+    ids=["no-progress", "plain-lines", "json"],
+)  # fmt: skip
+def test_the_job_id_is_the_first_line_on_stderr_in_every_mode(shared_workers: Workers, options: tuple[str]) -> None:
+    env = {"DISTLOOP_BROKER_URL": shared_workers.settings.effective_broker_url}
+    result = run_cli(*JOB, *options, env=env)
+    assert result.returncode == 0, result.stderr
+    first = result.stderr.splitlines()[0]
+    job_id = json.loads(result.stdout)["job_id"] if "--json" in options else result.stderr.rsplit("(job ", 1)[1][:12]
+    assert first.startswith(f"distloop: job {job_id}: tests.workloads:sleep_ms over 200 items"), result.stderr
+    assert f"`distloop status {job_id}`" in first and f"`distloop resume {job_id}`" in first

@@ -6,17 +6,20 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from distloop import ChunkFailed, run_job
-from distloop.backends.queue import job_chunk_indices, queue_depth, queue_keys
+from distloop.backends.queue import UNACKED_KEY, job_chunk_indices, job_queues, queue_depth, queue_keys
 from distloop.tasks.app import make_app
 from distloop.tasks.core import defaults
 from distloop.tasks.core.settings import Settings
+from distloop.tasks.store.jobs import JobStore
 from distloop.worker.redis_server import RedisServer
-from tests.conftest import Workers, run_cli
+from tests.conftest import Workers, run_cli, wait_until
+from tests.jobrun import Producer, open_gate
 
 
 def status(workers: Workers, *args: str) -> Any:
@@ -114,3 +117,63 @@ def test_queue_depth_counts_every_priority_list(redis_server: RedisServer) -> No
     assert queue_depth(client) == 4
     found = set().union(*(job_chunk_indices(client.lrange(key, 0, -1), "qjob") for key in queue_keys()))
     assert found == {0, 1, 2}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["plain", "output", "reduce"])
+def test_status_counts_every_chunk_exactly_mid_job(workers: Workers, tmp_path: Path, mode: str) -> None:
+    # 1,500 chunks of 4 items. Items below 60 run at once (chunks 0-14); chunks 15 and 16 then hold
+    # both worker processes until the gate opens, the rest wait in the queue or are not sent
+    # yet (the dispatch window): a job that holds still.
+    workers.start(concurrency=2, extra_env={"DISTLOOP_TEST_DIR": str(tmp_path)})
+    (tmp_path / "gate-at").write_text("60")
+    out = tmp_path / "out.jsonl"
+    options = {"plain": [], "output": ["--output", str(out)], "reduce": ["--reduce", "sum"]}[mode]
+    producer = Producer(workers, "tests.workloads:gated", "--range", "0:6000", "--chunk-size", "4", "--json",
+                        "--no-progress", *options)  # fmt: skip
+    try:
+        job_id = producer.job_id()
+        client = JobStore(workers.settings.redis_client(), 600).client
+
+        def steady() -> bool:
+            held = client.hlen(f"distloop:job:{job_id}:running") == 2
+            done = int(client.hget(f"distloop:job:{job_id}:counts", "ok") or 0) == 15
+            checkpoint = client.hget(f"distloop:job:{job_id}", "checkpoint")
+            # --output and --reduce: a checkpoint has dropped the emitted chunks' results.
+            trimmed = mode == "plain" or (checkpoint is not None and json.loads(checkpoint)["next"] == 15)
+            return held and done and trimmed
+
+        wait_until(steady, 60, "holding still")
+        snapshot = json.loads(status(workers, job_id, "--json").stdout)["job"]
+        # The ledger and the broker, read by hand: what each chunk is doing.
+        keys = [k for q in job_queues() for k in queue_keys(q)]
+        waiting = set().union(*(job_chunk_indices(client.lrange(k, 0, -1), job_id) for k in keys))
+        waiting |= job_chunk_indices(client.hvals(UNACKED_KEY), job_id)
+        running = {int(i) for i in client.hkeys(f"distloop:job:{job_id}:running")}
+        sent = int(client.hget(f"distloop:job:{job_id}:counts", "sent"))
+        assert running == {15, 16} and sent == max(waiting | running) + 1
+        stored = client.hlen(f"distloop:job:{job_id}:results")
+        counted = (snapshot["done"], snapshot["running"], snapshot["queued"], snapshot["unsent"], snapshot["failed"])
+        print(f"\n{mode}: done, running, queued, not sent, failed = {counted}; results stored {stored}")
+        assert counted == (15, 2, len(waiting - running), 1500 - sent, 0) and sent < 1500
+        assert snapshot["chunks"] == 1500 and snapshot["lost"] == 0
+        if mode != "plain":
+            assert stored < 15  # what status counted before: the checkpoint trimmed the results hash
+        listing = status(workers)
+        print(listing.stdout)
+        row = next(line for line in listing.stdout.splitlines() if line.strip().startswith(job_id))
+        assert row.split()[1:3] == ["running", "15/1500"] and row.split()[-1] == "tests.workloads:gated", row
+        open_gate(tmp_path)
+        code, stdout = producer.finish()
+        assert code == 0, producer.lines
+    finally:
+        producer.stop()
+    report = json.loads(stdout)
+    if mode == "plain":
+        assert report["result"] == list(range(6000))
+    elif mode == "reduce":
+        assert report["result"] == sum(range(6000))
+    else:
+        assert [json.loads(line) for line in out.read_text().splitlines()] == list(range(6000))
+    ended = json.loads(status(workers, job_id, "--json").stdout)["job"]
+    assert (ended["state"], ended["done"], ended["chunks"], ended["failed"]) == ("done", 1500, 1500, 0)

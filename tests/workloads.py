@@ -249,3 +249,17 @@ async def async_in_flight_slow(i: int) -> int:
     finally:
         _in_flight -= 1
     return seen
+
+
+def gated(i: int) -> int:
+    """``i``; items from the number in ``$DISTLOOP_TEST_DIR/gate-at`` on wait until ``$DISTLOOP_TEST_DIR/gate`` exists.
+
+    A job of these holds still mid-job (some chunks done, some running, the rest queued)
+    for as long as a test needs to look at it.
+    """
+    folder = os.environ["DISTLOOP_TEST_DIR"]
+    with open(os.path.join(folder, "gate-at")) as stream:
+        at = int(stream.read())
+    while i >= at and not os.path.exists(os.path.join(folder, "gate")):
+        time.sleep(0.02)
+    return i

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -22,20 +23,22 @@ from kombu import Queue
 from kombu.exceptions import OperationalError
 
 from distloop.backends.base import Backend, JobSpec, StoredJob
+from distloop.backends.control import JOB_STAMP, held_by_workers, revoke_stamp
 from distloop.backends.events import follow_monitors
 from distloop.backends.forwarded import show
-from distloop.backends.queue import job_queues, purge_job
+from distloop.backends.queue import job_queues, purge_job, purge_unacked
 from distloop.backends.recovery import LostChunks
 from distloop.backends.refusals import Refusals, is_refusal
 from distloop.backends.watchdog import Watchdog
 from distloop.tasks.app import make_app
 from distloop.tasks.core import defaults
-from distloop.tasks.core.errors import BrokerUnavailable, UsageError
+from distloop.tasks.core.errors import BrokerUnavailable, JobBusy, UsageError
 from distloop.tasks.core.settings import Settings, mask_url
 from distloop.tasks.kernel import ChunkResult, ChunkSpec
 from distloop.tasks.output import OutputStore
 from distloop.tasks.store.connect import connect_store
 from distloop.tasks.store.jobs import JobStore
+from distloop.tasks.store.lease import Leases, busy_message
 from distloop.tasks.store.workers import live_workers
 from distloop.tasks.targets import allow_entries
 from distloop.worker.discover import find_standing
@@ -70,6 +73,10 @@ class CeleryBackend(Backend):
         # Per open job: the facades keep several open.
         self._lost: dict[str, LostChunks] = {}
         self._refusals: dict[str, Refusals] = {}
+        self._sent: dict[str, int] = {}  # job id -> chunks sent (highest index + 1)
+        self._chunks: dict[str, Any] = {}  # job id -> the total chunks last written to its ledger
+        self.leases: Leases | None = None
+        self._run = uuid.uuid4().hex[:8]  # this producer, in its messages' job stamp
         self._watchdog = Watchdog()
         self._output: OutputStore | None = None  # the workers' forwarded output, when asked for
         self._output_shown = 0.0
@@ -115,6 +122,7 @@ class CeleryBackend(Backend):
                 settings = self.cluster.settings
                 self._workers = self.cluster.workers
             self.store = connect_store(settings)
+            self.leases = Leases(self.store.client)
             self.app = make_app(settings)
             self._broker = self._broker_client(settings)
             if self.settings.forward_output:
@@ -166,28 +174,40 @@ class CeleryBackend(Backend):
         module = job.target.rpartition(":")[0]
         self.start((module,))
         assert self.app is not None and self.store is not None and self._broker is not None
+        self._take_lease(job.job_id)
         if self.cluster is not None or self.standing:  # our private workers: allow this job's module too
             self.store.allow(allow_entries(job.target))
         meta = {
             "target": job.target, "reduce": job.reduce, "on_error": job.on_error,
-            "timeout": job.timeout, "state": "running", **job.meta,
+            "timeout": job.timeout, "state": "running", "created_at": time.time(), **job.meta,
         }  # fmt: skip
         if self.settings.pool != "prefork":  # a pool kind's own queue: recovery and status read it
             meta["queue"] = self.settings.queue
         self.store.create(job.job_id, meta)
         follow_monitors(self.app, self.settings, live_workers(self.store.client))
-        self._lost[job.job_id] = LostChunks(self.store, self._broker, job.job_id, meta)
+        ask = functools.partial(held_by_workers, self.app)  # when the job makes no progress
+        self._lost[job.job_id] = LostChunks(self.store, self._broker, job.job_id, meta, ask)
         self._refusals[job.job_id] = Refusals(job.target)
+        self._chunks[job.job_id] = meta.get("chunks")
+        self._sent[job.job_id] = self.store.counts(job.job_id)["sent"]  # a resumed job has sent some already
         if self._producer is None:
             self._producer = self.app.producer_pool.acquire(block=True)
+
+    def _take_lease(self, job_id: str) -> None:
+        """Make this producer the job's one producer, or refuse: another live producer runs it."""
+        assert self.leases is not None
+        holder = self.leases.take(job_id)
+        if holder is not None:
+            raise JobBusy(busy_message(job_id, holder))
 
     def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
         assert self.store is not None
         store = self.store
         plan = [c.to_wire() for c in chunks if c.is_range]
         self._refusals[job.job_id].sent(chunks)
+        sent = self._sent[job.job_id] = max([self._sent.get(job.job_id, 0), *(c.index + 1 for c in chunks)])
         # The plan first: a producer that dies mid-send leaves no chunk resume cannot place.
-        self._publish(job, chunks, self.settings.queue, lambda: store.record_plan(job.job_id, plan))
+        self._publish(job, chunks, self.settings.queue, lambda: store.record_plan(job.job_id, plan, sent))
 
     def _publish(
         self, job: JobSpec, chunks: Sequence[ChunkSpec], queue: str | Queue, first: Callable[[], object]
@@ -217,6 +237,10 @@ class CeleryBackend(Backend):
                             # Results travel through the ledger: without this Celery subscribes
                             # to a result channel per chunk, and the producer grows with the job.
                             ignore_result=True,
+                            # Stamped with its job: cancelling revokes the stamp, which leaves no
+                            # REVOKED result behind (a revoke by task id stores one per chunk).
+                            stamped_headers=[JOB_STAMP],
+                            **{JOB_STAMP: self._stamp(job)},
                             **limits,
                         )
                 self._watchdog.reached()
@@ -237,6 +261,10 @@ class CeleryBackend(Backend):
     def stored_job(self, job_id: str) -> StoredJob | None:
         self.start()
         assert self.store is not None
+        if not self.store.exists(job_id):
+            return None
+        # Before anything is read or written: one producer per job.
+        self._take_lease(job_id)
         meta = self.store.meta(job_id)
         if meta is None:
             return None
@@ -250,10 +278,17 @@ class CeleryBackend(Backend):
 
     def lost(self, job: JobSpec, pending: Collection[int]) -> list[int]:
         """Chunks lost with a dead worker or a restarted Redis (see :mod:`distloop.backends.recovery`)."""
-        assert self.store is not None
+        assert self.store is not None and self.leases is not None
         try:
+            holder = self.leases.take(job.job_id)  # renewed on every check, every few seconds
+            if holder is not None:
+                self._lost.pop(job.job_id, None)  # ours no more: _end leaves the ledger alone
+                raise JobBusy(f"job {job.job_id} was taken over by another producer ({holder.host}, pid {holder.pid})")
+            if job.meta.get("chunks") != self._chunks.get(job.job_id):  # the planner's estimate moved
+                self._chunks[job.job_id] = job.meta.get("chunks")
+                self.store.update(job.job_id, chunks=job.meta.get("chunks"))
             workers = live_workers(self.store.client)
-            lost = self._lost[job.job_id].find(pending, workers.keys())
+            lost = self._lost[job.job_id].find(pending, workers)
         except (redis.RedisError, OSError) as exc:
             self._watchdog.unreachable(f"lost the result store: {exc}")
             return []
@@ -277,6 +312,8 @@ class CeleryBackend(Backend):
             time.sleep(min(timeout, 1.0))
             return []
         self._watchdog.reached()
+        if indices and job.job_id in self._lost:
+            self._lost[job.job_id].progressed()
         results = refusals.sort(ChunkResult.from_wire(r) for r in raw if r is not None)
         # Output is pushed before its chunk's result: show it when a result says there is
         # some, when idle (a long chunk pushes as it runs), and at least every second.
@@ -319,20 +356,30 @@ class CeleryBackend(Backend):
         process running each (and starts another), instead of finishing work nobody
         will collect.
         """
-        if self.store is None:
+        if self.store is None or self.leases is None:
             return
         self._show_output(job)  # what is left, before the ledger (and the output list) goes
-        outcome = {"state": state, "target": job.target, "items": job.meta.get("items")}
+        outcome: dict[str, Any] = {"state": state, "target": job.target, "items": job.meta.get("items")}
+        if state == "done" and job.job_id in self._sent:
+            # Every chunk sent came back: exact even if Redis came back from an older snapshot.
+            outcome["done"] = outcome["chunks"] = self._sent[job.job_id]
         try:
+            if self.leases.taken(job.job_id) is not None:
+                return  # another producer took the job over: the ledger is its own now
             running = self.store.delete(job.job_id, outcome)
             refusals = self._refusals.get(job.job_id)
             if self._broker is not None:
                 queues = job_queues(refusals.hosts if refusals else (), self.settings.queue)
                 purge_job(self._broker, queues, job.job_id)
+                # Messages taken by workers that died: kombu would restore them in an hour.
+                purge_unacked(self._broker, job.job_id)
             if running and self.app is not None:
-                self.app.control.revoke([f"{job.job_id}-{i}" for i in running], terminate=True)
+                revoke_stamp(self.app, self._stamp(job))
         except (redis.RedisError, OSError, OperationalError):
             pass
+
+    def _stamp(self, job: JobSpec) -> str:
+        return f"{job.job_id}/{self._run}"
 
     def _show_output(self, job: JobSpec) -> None:
         """Print the lines ``f`` wrote on the workers that have arrived (see :mod:`distloop.tasks.output`)."""
@@ -350,6 +397,8 @@ class CeleryBackend(Backend):
         self._end(job, "done")
         self._lost.pop(job.job_id, None)
         self._refusals.pop(job.job_id, None)
+        self._sent.pop(job.job_id, None)
+        self._chunks.pop(job.job_id, None)
 
     def close(self) -> None:
         if self._producer is not None:

@@ -21,8 +21,11 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from distloop.tasks.core import defaults
 
-#: kombu's hash of messages taken by a worker and not yet acknowledged.
+#: kombu's hash of messages taken by a worker and not yet acknowledged (delivery tag -> message),
+#: and the sorted set of their delivery times, from which kombu restores them after the
+#: visibility timeout.
 UNACKED_KEY = Channel.unacked_key
+UNACKED_INDEX_KEY = Channel.unacked_index_key
 
 
 def queue_keys(queue: str = defaults.QUEUE) -> list[str]:
@@ -77,6 +80,24 @@ def purge_job(client: redis.Redis, queues: Iterable[str], job_id: str) -> int:
     for key, raw, _ in list(queued_messages(client, queues, job_id)):
         removed += int(client.lrem(key, 0, raw))
     return removed
+
+
+def purge_unacked(client: redis.Redis, job_id: str) -> int:
+    """Forget ``job_id``'s messages that workers took and never acknowledged; how many.
+
+    A worker killed holding a chunk leaves its message in ``unacked``, and kombu would
+    put it back in the queue after the visibility timeout (an hour), long after the
+    job ended. Once the job is over nobody needs it: it goes, from the hash and the index.
+    A live worker that still acknowledges one later finds nothing to remove: harmless.
+    """
+    tags = [tag for tag, raw in client.hscan_iter(UNACKED_KEY, count=1000) if chunk_index(raw, job_id) is not None]
+    for offset in range(0, len(tags), 1000):
+        batch = tags[offset : offset + 1000]
+        pipe = client.pipeline(transaction=True)
+        pipe.hdel(UNACKED_KEY, *batch)
+        pipe.zrem(UNACKED_INDEX_KEY, *batch)
+        pipe.execute()
+    return len(tags)
 
 
 def queue_depth(client: redis.Redis, queue: str = defaults.QUEUE) -> int:

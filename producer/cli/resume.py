@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = Settings.from_env(broker_url=check_url(args.broker), forward_output=args.forward_output, pool=args.pool)
-    progress = progress_for(args.progress, total_items=0)
+    announce = f"distloop: resuming job {args.job}"
+    progress = progress_for(args.progress, total_items=0, announce=announce)
     try:
         with stdout_to_stderr(args.json):
             resumed = resume_job(args.job, settings, open_output=open_output, progress=progress)

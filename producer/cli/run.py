@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distloop.api import run_job
+from distloop.api import new_job_id, run_job
 from distloop.backends import BACKEND_NAMES
 from distloop.cli.options import check_url, positive_seconds
 from distloop.cli.output import close_output, emit, open_output, stdout_to_stderr
 from distloop.cli.worker import pool_choices
-from distloop.progress import progress_for
+from distloop.progress import job_line, progress_for
 from distloop.ranges import parse_range, range_length
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import ChunkFailed, UsageError
@@ -71,13 +71,19 @@ def main(args: argparse.Namespace) -> int:
     if args.embedded:
         settings = settings.replace(standing=False)
     output = open_output(args.output) if args.output is not None else None
-    progress = progress_for(args.progress, total_items=range_length(items), every=args.progress_every)
+    job_id = new_job_id()  # announced on stderr as the job starts, before any result
+    findable = args.backend == "celery" and settings.broker_url is not None
+    announce = job_line(job_id, args.target, range_length(items), findable=findable)
+    progress = progress_for(
+        args.progress, total_items=range_length(items), every=args.progress_every, announce=announce
+    )
     try:
         with stdout_to_stderr(args.json):
             report = run_job(
                 args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,
                 workers=args.workers, on_error=args.on_error, settings=settings, output=output,
                 progress=progress, timeout=args.timeout, io_concurrency=args.io_concurrency, pool=args.pool,
+                job_id=job_id,
             )  # fmt: skip
     except ChunkFailed as exc:
         if exc.remote_traceback:

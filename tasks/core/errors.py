@@ -47,6 +47,12 @@ class BrokerUnavailable(DistloopError):
     exit_code = 3
 
 
+class JobBusy(UsageError):
+    """The job is run by a producer that is still alive (it renews the job's lease): one producer per job."""
+
+    exit_code = 2
+
+
 class ChunkFailed(DistloopError):
     """The loop's own function raised for an item.
 
