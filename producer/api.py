@@ -64,12 +64,14 @@ def chunk_size_option(chunk_size: int | str) -> int | None:
     return size
 
 
-def plan_chunks(items: range | list[Any], chunk_size: int | str, workers: int) -> ChunkPlanner:
+def plan_chunks(items: range | list[Any], chunk_size: int | str, workers: int, by_host: bool = False) -> ChunkPlanner:
     """The job's chunk planner; a list of values becomes a range over their positions."""
     fixed = chunk_size_option(chunk_size)
-    if isinstance(items, range):
-        return ChunkPlanner(items, workers, 0.0, fixed)
-    return CallPlanner(items, workers, fixed)
+    planner = (
+        ChunkPlanner(items, workers, 0.0, fixed) if isinstance(items, range) else CallPlanner(items, workers, fixed)
+    )
+    planner.by_host = by_host
+    return planner
 
 
 class CallPlanner(ChunkPlanner):
@@ -124,7 +126,8 @@ def run_job(
         raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
     try:
         engine.start((target.rpartition(":")[0],))
-        planner = plan_chunks(items, chunk_size, engine.workers)
+        by_host = engine.name == "celery" and engine.settings.stragglers  # hosts can differ in speed
+        planner = plan_chunks(items, chunk_size, engine.workers, by_host)
         assembler.total_chunks = planner.estimated_chunks()
         # Everything `distloop resume` needs to finish the job is kept in its ledger.
         meta: dict[str, Any] = {"items": len(items), "chunk_size": planner.first_size, "chunks": assembler.total_chunks}

@@ -49,8 +49,8 @@ class MultiHost:
         assert self.redis is not None
         return self.redis.url
 
-    def start_worker(self, concurrency: int = 2, timeout: float = 60.0) -> str:
-        """``distloop worker`` on a new host; returns its worker name once it heartbeats."""
+    def start_worker(self, concurrency: int = 2, timeout: float = 60.0, env: dict[str, str] | None = None) -> str:
+        """``distloop worker`` on a new host (``env``: extra variables); its worker name once it heartbeats."""
         host = self.lab.add_host(f"w{len(self.workers)}")
         name = f"worker@{host.ns}"
         argv = distloop_argv(
@@ -58,7 +58,7 @@ class MultiHost:
         )  # fmt: skip
         with open(self.logs / f"{host.ns}.log", "ab") as log:
             # The password travels in the environment, not on a command line others can read.
-            process = self.lab.spawn(host, argv, log, env=clean_env(**{ENV_BROKER: self.url}))
+            process = self.lab.spawn(host, argv, log, env=clean_env(**{ENV_BROKER: self.url, **(env or {})}))
         self.workers[name] = (host, process)
         assert self.redis is not None
         client = self.redis.client()
@@ -68,11 +68,11 @@ class MultiHost:
             client.close()
         return name
 
-    def run(self, *args: str, timeout: float = 300) -> dict[str, Any]:
-        """``distloop run ARGS --json`` from the root namespace; its JSON report."""
+    def run(self, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """``distloop run ARGS --json`` from the root namespace (``env``: extra variables); its JSON report."""
         done = subprocess.run(
             distloop_argv("run", *args, "--json"), capture_output=True, text=True, timeout=timeout,
-            cwd=ROOT, env=clean_env(**{ENV_BROKER: self.url}),
+            cwd=ROOT, env=clean_env(**{ENV_BROKER: self.url, **(env or {})}),
         )  # fmt: skip
         assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
         report: dict[str, Any] = json.loads(done.stdout)

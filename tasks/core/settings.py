@@ -26,6 +26,7 @@ ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
 ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
 ENV_FORWARD_OUTPUT = "DISTLOOP_FORWARD_OUTPUT"
+ENV_STRAGGLERS = "DISTLOOP_STRAGGLERS"
 #: Set by whoever starts a worker and waits for it (the embedded cluster): a file the
 #: worker creates once it consumes tasks.
 ENV_READY_FILE = "DISTLOOP_READY_FILE"
@@ -98,6 +99,10 @@ class Settings:
     #: turn it off; see :mod:`distloop.tasks.output`). A producer setting: each chunk's
     #: message says whether its worker forwards.
     forward_output: bool = True
+    #: Re-send a job's slowest last chunks to idle workers, and shrink the tail for slower
+    #: hosts (``DISTLOOP_STRAGGLERS=0`` turns both off; see :mod:`distloop.backends.stragglers`).
+    #: A producer setting.
+    stragglers: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -114,6 +119,7 @@ class Settings:
             "tls_insecure": env.get(ENV_TLS_INSECURE, "").strip().lower() in ("1", "true", "yes"),
             "task_events": env.get(ENV_TASK_EVENTS, "").strip().lower() in ("1", "true", "yes"),
             "forward_output": env.get(ENV_FORWARD_OUTPUT, "").strip().lower() not in ("0", "false", "no", "off"),
+            "stragglers": env.get(ENV_STRAGGLERS, "").strip().lower() not in ("0", "false", "no", "off"),
         }
         if env.get(ENV_TIME_LIMIT):
             limit = float(env[ENV_TIME_LIMIT])

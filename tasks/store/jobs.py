@@ -13,8 +13,9 @@ Keys (all expire after ``result_expires``):
   "terminated"), written when its producer deletes the rest, so ``distloop status`` can
   still answer
 
-A chunk delivered twice writes the same field twice: harmless, since a chunk is a pure
-function of its range.
+A chunk delivered twice (a redelivery, a straggler re-sent to an idle worker) keeps its
+first result: the second copy's is dropped unannounced, since a chunk is a pure function
+of its range.
 
 ``distloop:allow`` (a set) holds modules the embedded cluster's producer added
 to its workers' allow-list while running (see ``Settings.allow_from_store``).
@@ -43,8 +44,11 @@ return 1
 """
 
 # KEYS: meta, results, done, running. ARGV: index, result, expires. Only while the job exists.
+# The first result of a chunk wins: a second copy (a re-sent straggler, a redelivery) is
+# ignored and returns 2, so the producer hears of each chunk once.
 _PUT_RESULT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 2 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('RPUSH', KEYS[3], ARGV[1])
@@ -147,7 +151,8 @@ class JobStore:
         """Record chunk ``index``'s result and announce it (worker side); False if the job is gone.
 
         Atomic with the job's existence, so a chunk that finishes after its job was
-        cancelled or collected leaves nothing behind in Redis.
+        cancelled or collected leaves nothing behind in Redis. The first result of a
+        chunk wins: a later copy's is ignored (still True: the job exists).
         """
         keys = _keys(job_id)
         return bool(self._put_result(list(keys), [str(index), json.dumps(result), self.expires]))
