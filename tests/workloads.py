@@ -77,6 +77,14 @@ def sleep_square_host(i: int) -> int:
     return i * i
 
 
+def cpu_square(i: int) -> int:
+    """CPU-bound work: one ``calc_stuff`` step (about 2-3 ms of CPU), returns i*i."""
+    from distloop.tasks.demo import calc_stuff
+
+    calc_stuff(i)
+    return i * i
+
+
 def sleep_s(i: int, seconds: float = 0.25) -> int:
     time.sleep(seconds)
     return i
