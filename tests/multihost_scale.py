@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", default="1,2,4,8")
     parser.add_argument("--sleep-items", type=int, default=400)
-    parser.add_argument("--cpu-items", type=int, default=1000)
+    parser.add_argument("--cpu-items", type=int, default=4000)
     parser.add_argument("--straggler-items", type=int, default=600)
     parser.add_argument("--repeat", type=int, default=3, help="straggler runs per setting")
     parser.add_argument("--straggler-chunks", default="auto,25", help="chunk sizes for the straggler runs")

@@ -56,6 +56,17 @@ def test_nothing_goes_again_without_measurements_or_idle_workers() -> None:
     assert tail.pick(in_flight, running, busy, now=100.0) == []
 
 
+def test_a_copy_goes_only_to_a_host_that_ran_a_chunk_of_the_job() -> None:
+    tail = Stragglers()
+    _measured(tail)
+    in_flight = {4: ChunkSpec(4, 40, 50)}
+    running = {4: {"host": "slow@b", "at": 99.99}}  # 0.19 s left; a copy on fast@a takes 0.15 s
+    # new@c never answered this job (it may not even have its function): not a target.
+    workers = {"slow@b": {"concurrency": 2}, "new@c": {"concurrency": 4}}
+    assert tail.pick(in_flight, running, workers, now=100.0) == []
+    assert tail.pick(in_flight, running, {**workers, **WORKERS}, now=100.0) == [(in_flight[4], "fast@a")]
+
+
 def test_the_tail_shrinks_for_the_slowest_host() -> None:
     def tail_sizes(by_host: bool) -> list[int]:
         planner = ChunkPlanner(range(10_000), 4, 0.001)

@@ -70,8 +70,10 @@ class Stragglers:
             elif i in running:
                 busy[str(running[i].get("host", ""))] += 1
         idle = {h: int(w.get("concurrency", 1)) - busy[h] for h, w in workers.items()}
-        # Fastest idle host first; among equals the one with the most idle processes.
-        hosts = sorted((h for h, n in idle.items() if n > 0), key=lambda h: (self.speeds.cost(h) or 0.0, -idle[h]))
+        # Only hosts that returned a result of this job (they can run its function), the
+        # fastest first; among equals the one with the most idle processes.
+        served = [h for h, n in idle.items() if n > 0 and self.speeds.cost(h) is not None]
+        hosts = sorted(served, key=lambda h: (self.speeds.cost(h) or 0.0, -idle[h]))
         # Longest-running first.
         candidates = sorted(pending, key=lambda i: float(running[i].get("at", now)))
         chosen: list[tuple[ChunkSpec, str]] = []
