@@ -91,3 +91,6 @@ def test_the_ledger_keeps_a_chunks_first_result(redis_server: RedisServer) -> No
     assert store.pop_done("twice", 0.1) == []
     (stored,) = store.results("twice", [0])
     assert stored is not None and stored["host"] == "first@a"
+    # A copy that starts after the first result has nothing to do, and leaves no "running" entry.
+    assert not store.mark_started("twice", 0, "late@c")
+    assert store.running("twice") == {}

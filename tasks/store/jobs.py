@@ -35,9 +35,11 @@ from distloop.tasks.kernel import REFUSALS
 PREFIX = "distloop:job:"
 ALLOW_KEY = "distloop:allow"
 
-# KEYS: meta, running. ARGV: index, entry, expires. Only while the job exists.
+# KEYS: meta, running, results. ARGV: index, entry, expires. Only while the job exists and
+# the chunk has no result yet (a copy that comes late has nothing to do).
 _MARK_STARTED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
@@ -48,7 +50,10 @@ return 1
 # ignored and returns 2, so the producer hears of each chunk once.
 _PUT_RESULT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 2 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  return 2
+end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('RPUSH', KEYS[3], ARGV[1])
@@ -137,10 +142,10 @@ class JobStore:
         return bool(self.client.exists(_keys(job_id)[0]))
 
     def mark_started(self, job_id: str, index: int, host: str) -> bool:
-        """Record that ``host`` runs chunk ``index``; False if the job is gone (cancelled)."""
-        meta_key, _, _, running_key = _keys(job_id)
+        """Record that ``host`` runs chunk ``index``; False if the job is gone (cancelled) or the chunk is done."""
+        meta_key, results_key, _, running_key = _keys(job_id)
         entry = json.dumps({"host": host, "at": time.time()})
-        return bool(self._mark_started([meta_key, running_key], [str(index), entry, self.expires]))
+        return bool(self._mark_started([meta_key, running_key, results_key], [str(index), entry, self.expires]))
 
     def running(self, job_id: str) -> dict[int, dict[str, Any]]:
         """Chunks a worker has started and not finished: index -> {"host", "at"}."""
