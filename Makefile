@@ -64,3 +64,4 @@ clean:
 # Scale simulation across network namespaces (root only): the table in the README.
 scale: install
 	$(PY) -m tests.multihost_scale
+	$(PY) -m tests.multihost_scale --workload async

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 import reprlib
 import time
@@ -14,9 +16,11 @@ from distloop.assemble import Assembler, JsonLinesSink, ListSink
 from distloop.backends import get_backend
 from distloop.backends.base import Backend, JobSpec
 from distloop.dispatch import Progress, run_chunks
+from distloop.ranges import range_length
 from distloop.sizing import ChunkPlanner
-from distloop.tasks.core import codec
+from distloop.tasks.core import codec, defaults
 from distloop.tasks.core.errors import ResultNotSerializable, UsageError
+from distloop.tasks.core.limits import check_positive
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
 from distloop.tasks.targets import resolve, target_of
@@ -37,6 +41,7 @@ class JobReport:
     hosts: dict[str, dict[str, int]] = field(default_factory=dict)
     startup_s: float = 0.0
     compute_s: float = 0.0  # seconds the chunks spent in f, summed over workers
+    cpu_s: float = 0.0  # CPU seconds of the threads that ran the chunks, as the workers measured them
 
 
 def validate(reduce: str | None, on_error: str) -> None:
@@ -46,8 +51,13 @@ def validate(reduce: str | None, on_error: str) -> None:
         raise UsageError(f"unknown --on-error {on_error!r}; choose from {', '.join(ON_ERROR)}")
 
 
+def validate_io_concurrency(io_concurrency: int | None) -> None:
+    if io_concurrency is not None and not 1 <= io_concurrency <= defaults.MAX_IO_CONCURRENCY:
+        raise UsageError(f"--io-concurrency must be between 1 and {defaults.MAX_IO_CONCURRENCY}, not {io_concurrency}")
+
+
 def validate_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout > 0:
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise UsageError(f"--timeout must be a positive number of seconds, not {timeout}")
 
 
@@ -59,17 +69,33 @@ def chunk_size_option(chunk_size: int | str) -> int | None:
         size = int(chunk_size)
     except ValueError:
         raise UsageError(f"--chunk-size {chunk_size!r}: expected a positive integer or 'auto'") from None
-    if size < 1:
-        raise UsageError(f"--chunk-size must be at least 1, not {size}")
+    check_positive(size, "--chunk-size", defaults.MAX_CHUNK_SIZE)
     return size
 
 
-def plan_chunks(items: range | list[Any], chunk_size: int | str, workers: int, by_host: bool = False) -> ChunkPlanner:
-    """The job's chunk planner; a list of values becomes a range over their positions."""
+def item_count(items: range | list[Any]) -> int:
+    """How many items: a range's length of any size (``len`` stops at 2**63), or a list's."""
+    return range_length(items) if isinstance(items, range) else len(items)
+
+
+def plan_chunks(
+    items: range | list[Any],
+    chunk_size: int | str,
+    workers: int,
+    io_concurrency: int | None = None,
+    threaded: bool = False,
+    by_host: bool = False,
+) -> ChunkPlanner:
+    """The job's chunk planner; a list of values becomes a range over their positions.
+
+    ``io_concurrency``: set for an ``async def`` target (items awaited at once per chunk).
+    ``by_host``: shrink the tail for the slowest host measured (celery backend).
+    """
     fixed = chunk_size_option(chunk_size)
-    planner = (
-        ChunkPlanner(items, workers, 0.0, fixed) if isinstance(items, range) else CallPlanner(items, workers, fixed)
-    )
+    if isinstance(items, range):
+        planner = ChunkPlanner(items, workers, 0.0, fixed, io_concurrency=io_concurrency, threaded=threaded)
+    else:
+        planner = CallPlanner(items, workers, fixed, io_concurrency, threaded)
     planner.by_host = by_host
     return planner
 
@@ -77,8 +103,15 @@ def plan_chunks(items: range | list[Any], chunk_size: int | str, workers: int, b
 class CallPlanner(ChunkPlanner):
     """Chunks of explicit calls ``f(value)`` for an arbitrary iterable's values."""
 
-    def __init__(self, values: list[Any], workers: int, fixed: int | None) -> None:
-        super().__init__(range(len(values)), workers, 0.0, fixed)
+    def __init__(
+        self,
+        values: list[Any],
+        workers: int,
+        fixed: int | None,
+        io_concurrency: int | None = None,
+        threaded: bool = False,
+    ) -> None:
+        super().__init__(range(len(values)), workers, 0.0, fixed, io_concurrency=io_concurrency, threaded=threaded)
         self.values = values
 
     def __iter__(self) -> Iterator[ChunkSpec]:
@@ -108,14 +141,25 @@ def run_job(
     job_id: str | None = None,
     timeout: float | None = None,
     forward_output: bool | None = None,
+    io_concurrency: int | None = None,
+    pool: str | None = None,
 ) -> JobReport:
     """Run ``f`` over ``items`` and report how; see :func:`run_loop`."""
     validate(reduce, on_error)
     if forward_output is not None and isinstance(backend, str):
         settings = (settings or Settings.from_env()).replace(forward_output=forward_output)
     validate_timeout(timeout)
+    if pool is not None:
+        if pool not in defaults.POOLS:
+            raise UsageError(f"unknown pool {pool!r}; choose from {', '.join(defaults.POOLS)}")
+        settings = (settings or Settings.from_env()).replace(pool=pool)
+    if io_concurrency is None and settings is not None:
+        io_concurrency = settings.io_concurrency
+    validate_io_concurrency(io_concurrency)
     target = f if isinstance(f, str) else target_of(f)
-    resolve(target)  # preflight: import it here (never call it), so a bad target fails fast
+    fn = resolve(target)  # preflight: import it here (never call it), so a bad target fails fast
+    # An async target's chunks await many items at once: the planner sizes them for it.
+    awaited = (io_concurrency or defaults.IO_CONCURRENCY) if inspect.iscoroutinefunction(fn) else None
     if not isinstance(items, range):
         items = list(items)
     sink = JsonLinesSink(output) if output is not None else ListSink()
@@ -127,19 +171,26 @@ def run_job(
     try:
         engine.start((target.rpartition(":")[0],))
         by_host = engine.name == "celery" and engine.settings.stragglers  # hosts can differ in speed
-        planner = plan_chunks(items, chunk_size, engine.workers, by_host)
+        planner = plan_chunks(items, chunk_size, engine.workers, awaited, engine.threaded, by_host)
         assembler.total_chunks = planner.estimated_chunks()
         # Everything `distloop resume` needs to finish the job is kept in its ledger.
-        meta: dict[str, Any] = {"items": len(items), "chunk_size": planner.first_size, "chunks": assembler.total_chunks}
+        meta: dict[str, Any] = {
+            "items": item_count(items), "chunk_size": planner.first_size, "chunks": assembler.total_chunks,
+        }  # fmt: skip
         if isinstance(items, range):
             meta["range"] = [items.start, items.stop, items.step]
         if output is not None and getattr(output, "name", None):
             meta["output"] = os.path.abspath(output.name)
-        job = JobSpec(job_id or uuid.uuid4().hex[:12], target, reduce, on_error, timeout, meta)
+        if io_concurrency:
+            meta["io_concurrency"] = io_concurrency
+        job = JobSpec(job_id or uuid.uuid4().hex[:12], target, reduce, on_error, timeout, meta, io_concurrency)
         if progress is not None:
             progress(assembler)  # show the totals before the first result
 
+        cpu = [0.0]
+
         def observe(result: ChunkResult) -> None:
+            cpu[0] += result.cpu_seconds
             planner.observe(result)
             assembler.total_chunks = planner.estimated_chunks()
 
@@ -151,8 +202,8 @@ def run_job(
             engine.close()
     result = assembler.value if reduce else (sink.values if isinstance(sink, ListSink) else None)
     return JobReport(
-        job.job_id, engine.name, len(items), planner.sent, planner.largest, wall, result,
-        assembler.errors, assembler.hosts, engine.startup_s, assembler.compute_s,
+        job.job_id, engine.name, item_count(items), planner.sent, planner.largest, wall, result,
+        assembler.errors, assembler.hosts, engine.startup_s, assembler.compute_s, cpu[0],
     )  # fmt: skip
 
 
@@ -173,6 +224,11 @@ def run_loop(
     :class:`~distloop.tasks.core.errors.ChunkFailed` with the worker's traceback as its cause.
     What ``f`` prints or logs on Celery workers shows here as ``[host:pid] line``
     (``forward_output=False``: not). Other options: ``workers``, ``on_error``,
-    ``settings``, ``progress``.
+    ``settings``, ``progress``, ``timeout``.
+
+    An ``async def`` ``f`` runs on every backend: each chunk's items are awaited
+    concurrently on one event loop per worker process, at most ``io_concurrency`` at
+    once (default: the workers' DISTLOOP_IO_CONCURRENCY, else 100). ``pool="threads"``
+    sends the chunks to ``distloop worker --pool threads`` workers (queue ``distloop.threads``).
     """
     return run_job(f, items, backend=backend, reduce=reduce, chunk_size=chunk_size, **options).result

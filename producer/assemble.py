@@ -6,7 +6,14 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from distloop.tasks.core import codec
-from distloop.tasks.core.errors import BrokerUnavailable, ChunkFailed, RemoteTraceback, TargetError, TargetNotAllowed
+from distloop.tasks.core.errors import (
+    BrokerUnavailable,
+    ChunkFailed,
+    RemoteTraceback,
+    TargetError,
+    TargetNotAllowed,
+    UsageError,
+)
 from distloop.tasks.kernel import ChunkResult, combine
 
 Sink = Callable[[Any], None]
@@ -146,6 +153,9 @@ class JsonLinesSink:
         self.count = 0
 
     def __call__(self, value: Any) -> None:
-        self.stream.write(codec.to_json(value))
-        self.stream.write("\n")
+        try:
+            self.stream.write(codec.to_json(value))
+            self.stream.write("\n")
+        except OSError as exc:  # a full disk mid-job: one line, not a traceback
+            raise UsageError(f"--output {getattr(self.stream, 'name', '')}: {exc.strerror}") from None
         self.count += 1

@@ -11,6 +11,7 @@ from typing import Any
 from distloop.api import JobReport, run_job
 from distloop.backends import get_backend
 from distloop.backends.base import Backend
+from distloop.ranges import range_length
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings
 
@@ -29,6 +30,9 @@ class BackendRun:
     speedup: float = 0.0
     efficiency: float = 0.0
     overhead: float = 0.0  # share of the workers' wall time not spent in f
+    cpu_s: float = 0.0  # CPU seconds f's threads used (the workers' own measure, per chunk)
+    cores: int = 1
+    cpu_util: float = 0.0  # cpu_s / (wall_s x cores): low for waiting work, near 1 for computing on every core
     result: Any = field(default=None, repr=False)
 
     def figures(self) -> dict[str, Any]:
@@ -54,9 +58,11 @@ def summarize(name: str, engine: Backend, reports: list[JobReport], result: Any)
     walls = [r.wall_s for r in reports]
     median = sorted(reports, key=lambda r: r.wall_s)[len(reports) // 2]
     overhead = 1.0 - median.compute_s / (median.wall_s * engine.workers) if median.wall_s > 0 else 0.0
+    cores = engine.cores
+    util = median.cpu_s / (median.wall_s * cores) if median.wall_s > 0 else 0.0
     return BackendRun(
         name, engine.workers, statistics.median(walls), walls, median.chunks, median.compute_s,
-        engine.startup_s, overhead=max(0.0, overhead), result=result,
+        engine.startup_s, overhead=max(0.0, overhead), cpu_s=median.cpu_s, cores=cores, cpu_util=util, result=result,
     )  # fmt: skip
 
 
@@ -70,6 +76,7 @@ def run_bench(
     chunk_size: int | str = "auto",
     reduce: str | None = None,
     repeat: int = 1,
+    io_concurrency: int | None = None,
 ) -> BenchReport:
     """Run the loop on each backend and compare against serial (always run, always first).
 
@@ -86,13 +93,16 @@ def run_bench(
         for name in names:
             engine = engines[name] = get_backend(name, settings, workers)
             engine.start((target.rpartition(":")[0],))
-            run_job(target, items[: 4 * engine.workers], backend=engine, reduce=reduce)  # warm-up, untimed
+            warm = items[: 4 * engine.workers]
+            run_job(target, warm, backend=engine, reduce=reduce, io_concurrency=io_concurrency)  # warm-up, untimed
         reports: dict[str, list[JobReport]] = {name: [] for name in names}
         results: dict[str, Any] = {}  # each backend's first result; later ones are compared, then dropped
         identical = True
         for _ in range(repeat):
             for name, engine in engines.items():
-                report = run_job(target, items, backend=engine, reduce=reduce, chunk_size=chunk_size)
+                report = run_job(
+                    target, items, backend=engine, reduce=reduce, chunk_size=chunk_size, io_concurrency=io_concurrency
+                )
                 results.setdefault(name, report.result)
                 identical = identical and report.result == results["serial"]
                 report.result = None  # memory stays at one result per backend, however many repeats
@@ -105,20 +115,22 @@ def run_bench(
     for run in runs.values():
         run.speedup = base / run.wall_s if run.wall_s > 0 else float("inf")
         run.efficiency = run.speedup / run.workers
-    return BenchReport(target, len(items), runs, identical)
+    return BenchReport(target, range_length(items), runs, identical)
 
 
 def format_table(report: BenchReport) -> str:
-    """The human table: wall time, speedup, efficiency per worker, chunks, overhead."""
+    """The human table: wall time, speedup, efficiency per worker, chunks, overhead, CPU utilisation."""
     lines = [
         f"{report.target} over {report.items} items",
-        f"{'backend':<8} {'workers':>7} {'wall s':>9} {'speedup':>8} {'efficiency':>10} {'chunks':>7} {'overhead':>8}",
+        f"{'backend':<8} {'workers':>7} {'wall s':>9} {'speedup':>8} {'efficiency':>10} {'chunks':>7} {'overhead':>8}"
+        f" {'cpu':>5}",
     ]
     for r in report.runs.values():
         lines.append(
             f"{r.name:<8} {r.workers:>7} {r.wall_s:>9.3f} {r.speedup:>7.2f}x {r.efficiency:>9.0%} "
-            f"{r.chunks:>7} {r.overhead:>8.0%}"
+            f"{r.chunks:>7} {r.overhead:>8.0%} {r.cpu_util:>5.0%}"
         )
+    lines.append("cpu: CPU time of the threads running f over wall time x cores (low: the loop waits)")
     lines.append(f"identical results: {'yes' if report.identical else 'NO'}; cluster start-up {report.startup_s:.2f} s")
     return "\n".join(lines)
 

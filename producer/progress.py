@@ -160,6 +160,8 @@ class EtaColumn(ProgressColumn):
         if not rate or task.total is None:
             return Text("ETA -:--:--")
         left = (task.total - task.completed) / rate
+        if left >= 86400:  # a day or more (a range of 10**20 items: millions of years)
+            return Text(f"ETA {left / 86400:,.0f} days")
         return Text(f"ETA {time.strftime('%H:%M:%S', time.gmtime(left))}")
 
 

@@ -20,12 +20,13 @@ from distloop.assemble import Assembler, JsonLinesSink, ListSink
 from distloop.backends import get_backend
 from distloop.backends.base import JobSpec
 from distloop.dispatch import Progress, run_chunks
+from distloop.ranges import range_length
 from distloop.sizing import ChunkPlanner
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings, mask_url
 
 #: Ledger fields that are the JobSpec's own, not free-form meta.
-SPEC_FIELDS = ("target", "reduce", "on_error", "timeout", "state", "checkpoint")
+SPEC_FIELDS = ("target", "reduce", "on_error", "timeout", "state", "checkpoint", "io_concurrency")
 
 
 @dataclass
@@ -79,13 +80,14 @@ def resume_job(
             assembler.restore(checkpoint)  # chunks below checkpoint["next"] are already emitted
         for stored_result in sorted(done, key=lambda r: r.index):
             assembler.add(stored_result)
-        finished = {r.index for r in done} | set(range(int(checkpoint.get("next", 0))))
+        # Below the checkpoint every chunk is done: compared, not listed (a long job has millions).
+        emitted, finished = int(checkpoint.get("next", 0)), {r.index for r in done}
         job = JobSpec(
             job_id, meta["target"], meta.get("reduce"), meta.get("on_error", "raise"), meta.get("timeout"),
-            {k: v for k, v in meta.items() if k not in SPEC_FIELDS},
+            {k: v for k, v in meta.items() if k not in SPEC_FIELDS}, meta.get("io_concurrency"),
         )  # fmt: skip
         started = time.perf_counter()
-        planned = [c for i, c in sorted(stored.plan.items()) if i not in finished]
+        planned = [c for i, c in sorted(stored.plan.items()) if i >= emitted and i not in finished]
         # Chunks never sent: the rest of the range after the last chunk sent, in chunks of the job's size.
         last = max(stored.plan, default=-1)
         rest = range(stored.plan[last].stop, items.stop, items.step) if last >= 0 else items
@@ -98,7 +100,7 @@ def resume_job(
             output.close()
     result = assembler.value if job.reduce else (sink.values if isinstance(sink, ListSink) else None)
     report = JobReport(
-        job_id, engine.name, len(items), last + 1 + planner.sent, size, wall, result,
+        job_id, engine.name, range_length(items), last + 1 + planner.sent, size, wall, result,
         assembler.errors, assembler.hosts, engine.startup_s,
     )  # fmt: skip
     return Resumed(report, meta, len(planned) + planner.sent)

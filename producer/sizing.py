@@ -17,6 +17,25 @@ cannot choose the host a chunk lands on, so the tail is shrunk for all: the guid
 share is scaled by the slowest host's speed against the mean, so the last chunk the
 slowest host takes ends about when the others run dry (``by_host``; the straggler
 copies of :mod:`distloop.backends.stragglers` cover what is left).
+
+Waiting from computing: every chunk reports its wall time (``seconds``) and the CPU
+time of the thread that ran it (``cpu_seconds``, :func:`time.thread_time`). An item
+whose CPU share is under :data:`defaults.WAITING_CPU_SHARE` waits (network, disk,
+sleep): the planner says so (:attr:`ChunkPlanner.waiting`), and the job's report and
+``distloop bench`` show the CPU used against the wall time. For waiting items the
+slots that keep a job busy are not cores but threads (the thread backend, a
+``--pool threads`` worker: ``workers`` counts them) or awaited items:
+
+- an ``async def`` target (``io_concurrency`` set) gets chunks of at least
+  ``io_concurrency`` items, probes included (at most an equal share per worker), so
+  that each process's event loop has its bound's worth of items to await; its
+  per-item cost is measured over chunks that ran concurrently, so it is already the
+  amortised cost;
+- blocking waits need one chunk in flight per thread: ``workers`` is the thread count.
+  On threads (``threaded``: the thread backend, a threads or gevent pool) the probes, one
+  per thread, share the range (at most :data:`defaults.PROBE_CHUNK_ITEMS` items each): 400
+  items on 64 threads go out as 58 chunks of 7 at once, no probe round first; once the
+  chunks say the items wait, what remains is cut once into one chunk per thread.
 """
 
 from __future__ import annotations
@@ -24,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+from distloop.ranges import range_length
 from distloop.tasks.core import defaults
 from distloop.tasks.kernel import ChunkResult, ChunkSpec
 
@@ -73,12 +93,27 @@ class ChunkPlanner:
     With ``fixed`` set (``--chunk-size N``) every chunk has that size.
     """
 
-    def __init__(self, r: range, workers: int, cost: float, fixed: int | None = None, first_index: int = 0) -> None:
+    def __init__(
+        self,
+        r: range,
+        workers: int,
+        cost: float,
+        fixed: int | None = None,
+        first_index: int = 0,
+        io_concurrency: int | None = None,
+        threaded: bool = False,
+    ) -> None:
         self.range = r
         self.workers = max(1, workers)
         self.fixed = fixed
         self.cost = cost
-        self.first_size = fixed or auto_chunk_size(len(r), cost, workers)  # the cap on every chunk
+        self.io_concurrency = io_concurrency  # set for an async target: items awaited at once per chunk
+        self.threaded = threaded  # the slots are threads (made for waiting): probes fill them
+        self.first_size = fixed or auto_chunk_size(range_length(r), cost, workers)  # the cap on every chunk
+        if io_concurrency and not fixed:
+            self.first_size = max(self.first_size, self.loop_share(range_length(r)))
+        self.cpu_share: float | None = None  # CPU time / wall time of the chunks so far
+        self.wait_size: int | None = None  # chunk size for blocking waits, set once they are seen
         self.largest = 0  # largest chunk handed out
         self.sent = 0  # chunks handed out so far
         self.first_index = first_index
@@ -86,19 +121,55 @@ class ChunkPlanner:
         self.by_host = False  # shrink the tail for the slowest host measured
         self.speeds = HostSpeeds()
 
+    def loop_share(self, remaining: int) -> int:
+        """An async target's least chunk: its bound's worth of items, at most an equal share per worker."""
+        return max(1, min(self.io_concurrency or 1, math.ceil(remaining / self.workers)))
+
     def observe(self, result: ChunkResult) -> None:
         """Fold a finished chunk's timing into the cost estimate (recent chunks weigh most)."""
         if result.items and result.seconds > 0:
             latest = result.seconds / result.items
             self.cost = latest if self.cost <= 0 else 0.5 * self.cost + 0.5 * latest
+            share = min(1.0, result.cpu_seconds / result.seconds)
+            self.cpu_share = share if self.cpu_share is None else 0.5 * self.cpu_share + 0.5 * share
+
         self.speeds.observe(result)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the items mostly wait (CPU share under :data:`defaults.WAITING_CPU_SHARE`), by what came back."""
+        return self.cpu_share is not None and self.cpu_share < defaults.WAITING_CPU_SHARE
 
     def next_size(self, remaining: int) -> int:
         if self.fixed:
             return self.fixed
+        if self.io_concurrency:
+            # An event loop per chunk: never fewer items than it awaits at once (nor than a share).
+            # The probes take their share of the whole range (one per worker), later chunks of what remains.
+            share = self.loop_share(range_length(self.range) if self.cost <= 0 else remaining)
+            size = max(self._next_size(remaining), min(share, remaining))
+            # Whole rounds of the bound: 250 items awaited 100 at a time wait three times, as 300 would.
+            rounds = size // self.io_concurrency
+            return min(rounds * self.io_concurrency, remaining) if rounds else size
+        return self._next_size(remaining)
+
+    def _next_size(self, remaining: int) -> int:
         if self.cost <= 0:  # nothing measured yet: a small probe chunk
+            if self.threaded:  # threads are there for waits: the probes share the range among them
+                return max(1, min(defaults.PROBE_CHUNK_ITEMS, -(-range_length(self.range) // self.workers), remaining))
             return max(1, min(defaults.PROBE_CHUNK_ITEMS, self.first_size, remaining))
-        size = min(self.first_size, max(1, int(defaults.TARGET_CHUNK_SECONDS / self.cost)))
+        by_time = max(1, int(defaults.TARGET_CHUNK_SECONDS / self.cost))
+        if self.waiting and (self.threaded or self.io_concurrency):
+            # Waits: one chunk per slot (thread, or process awaiting many) for what remains
+            # once the probes said so keeps every slot busy with the fewest messages and
+            # gaps between chunks (a slot waits, it does not compute, so there is little
+            # to balance); the time target still bounds a chunk. Only where slots wait well:
+            # a process that waits on one item at a time gains nothing from it, and on a
+            # loaded machine a starved computing chunk can look like a waiting one.
+            if self.wait_size is None:
+                self.wait_size = math.ceil(remaining / self.workers)
+            return max(1, min(self.wait_size, by_time, remaining))
+        size = min(self.first_size, by_time)
         # The floor keeps the last chunks worth a message, but stays under a quarter of the
         # balance cap: an early estimate can be far too low (items that grow costlier), and
         # a floor made from it would stop the tail from shrinking at all.
@@ -110,7 +181,7 @@ class ChunkPlanner:
         return max(1, min(size, max(share, floor), remaining))
 
     def __iter__(self) -> Iterator[ChunkSpec]:
-        total = len(self.range)
+        total = range_length(self.range)
         while self.offset < total:
             size = self.next_size(total - self.offset)
             part = self.range[self.offset : self.offset + size]
@@ -121,7 +192,7 @@ class ChunkPlanner:
 
     def estimated_chunks(self) -> int:
         """Chunks the job will have by the current estimate (exact once all are sent)."""
-        count, offset, total = self.sent, self.offset, len(self.range)
+        count, offset, total = self.sent, self.offset, range_length(self.range)
         if self.fixed or self.cost <= 0:  # a fixed size, or nothing measured yet: the balance cap
             return count + -(-(total - offset) // (self.fixed or self.first_size))
         for _ in range(256):  # the guided tail, chunk by chunk; called per result, so bounded

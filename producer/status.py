@@ -53,7 +53,7 @@ def job_status(store: JobStore, broker: redis.Redis, job_id: str, live: Collecti
     same = broker is store.client
     on_broker = pipe if same else broker.pipeline(transaction=True)
     on_broker.hvals(UNACKED_KEY)
-    for queue in job_queues(live):
+    for queue in job_queues(live, str(meta.get("queue") or defaults.QUEUE)):
         for key in queue_keys(queue):
             on_broker.lrange(key, 0, SCAN_LIMIT - 1)
     replies = pipe.execute() if same else pipe.execute() + on_broker.execute()

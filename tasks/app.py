@@ -42,9 +42,19 @@ app = make_app(settings)
     max_retries=defaults.WORKER_LOST_RETRIES, default_retry_delay=0,
 )  # fmt: skip
 def chunk(
-    self: Any, job_id: str, target: str, spec: dict[str, Any], reduce: str | None = None, on_error: str = "raise"
+    self: Any,
+    job_id: str,
+    target: str,
+    spec: dict[str, Any],
+    reduce: str | None = None,
+    on_error: str = "raise",
+    io_concurrency: int | None = None,
 ) -> None:
-    """Run one chunk of a job and store its result in the job ledger."""
+    """Run one chunk of a job and store its result in the job ledger.
+
+    ``io_concurrency``: the job's bound on an ``async def`` target's items awaited at
+    once (None: this worker's own DISTLOOP_IO_CONCURRENCY, else the default).
+    """
     store = runtime.job_store()
     if not store.mark_started(job_id, spec["index"], self.request.hostname or ""):
         return  # the job was cancelled or has finished: nothing to do
@@ -53,14 +63,15 @@ def chunk(
         allow += store.allowed()
     # Under a --timeout (a per-task time limit) go item by item, so the stuck item is known.
     fast = not any(self.request.timelimit or ())
+    bound = min(int(io_concurrency or settings.effective_io_concurrency), defaults.MAX_IO_CONCURRENCY)
     chunk_spec = ChunkSpec.from_wire(spec)
     try:
         if spec.get("forward_output"):  # the producer shows what f prints or logs
             with output.forwarding(runtime.output_store(), job_id, self.request.hostname or "") as out:
-                result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast)
+                result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast, bound)
             result.output = out.forwarded or None
         else:
-            result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast)
+            result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast, bound)
     except codec.DecodeError as exc:  # arguments this worker cannot read (numpy missing, a forged message)
         result = unreadable(chunk_spec, reduce, on_error, f"arguments cannot be read on this worker: {exc}")
     result.host = self.request.hostname or ""
@@ -83,7 +94,7 @@ def unreadable(chunk: ChunkSpec, reduce: str | None, on_error: str, message: str
     the chunk's arguments, which may be what failed.
     """
     logger.warning("chunk %s: %s", chunk.index, message)
-    indices = range(len(chunk.calls)) if chunk.calls is not None else range(chunk.start, chunk.stop, chunk.step)
+    indices = range(chunk.start, chunk.stop, chunk.step) if chunk.is_range else range(len(chunk))
     result = ChunkResult(index=chunk.index, values=None if reduce else [])
     for index in indices:
         result.errors.append({"index": index, "type": "NotJSONable", "message": message, "traceback": ""})

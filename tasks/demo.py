@@ -1,12 +1,20 @@
 """The workloads of the three articles distloop started from, as plain functions.
 
 ``pool.map(calc_stuff, ...)``, serial vs threads vs processes for ``crunch_numbers``,
-``square`` and ``cube`` with ``Pool`` and ``ProcessPoolExecutor``. No distloop imports.
+``square`` and ``cube`` with ``Pool`` and ``ProcessPoolExecutor``, and the I/O-bound
+``fetch_data`` (``await asyncio.sleep(...)  # Simulating network delay``) in an ``async``
+and a blocking version. No distloop imports.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+
+#: The demos' "network delay", seconds: the beginner's guide sleeps a second; 20 ms
+#: keeps a 400-item loop short while still waiting 200 times longer than it computes.
+NETWORK_DELAY = 0.02
 
 
 def calc_stuff(parameter: int) -> tuple[int, float, int]:
@@ -47,3 +55,15 @@ def skewed(i: int) -> int:
     for k in range(20 * i):
         total += k % 7
     return total
+
+
+async def fetch_data(i: int) -> str:
+    """The guide's ``asyncio`` example: wait for a (simulated) network reply, return its data."""
+    await asyncio.sleep(NETWORK_DELAY)  # Simulating network delay
+    return f"Data from https://example.com/{i}"
+
+
+def fetch_data_blocking(i: int) -> str:
+    """The same request with a blocking wait, as a ``requests.get`` would: for threads."""
+    time.sleep(NETWORK_DELAY)  # Simulating network delay
+    return f"Data from https://example.com/{i}"

@@ -8,6 +8,7 @@ data, so that a failed item never loses the rest of its chunk's work.
 
 from __future__ import annotations
 
+import inspect
 import operator
 import time
 import traceback
@@ -18,8 +19,9 @@ from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 
-from distloop.tasks.core import codec
+from distloop.tasks.core import codec, defaults
 from distloop.tasks.core.errors import TargetError, TargetNotAllowed
+from distloop.tasks.initializer import initialize
 from distloop.tasks.targets import location_of, resolve
 
 # reduce op -> (combine two partial values, value of one item's result)
@@ -53,27 +55,44 @@ class ChunkSpec:
     step: int = 1
     # Explicit calls [[args, kwargs], ...] (encoded) instead of a range.
     calls: list[Any] | None = None
+    # Or calls f(x) of one argument each, [x, ...] (encoded): map's calls, compact on the wire.
+    each: list[Any] | None = None
+    # The initializer of the Pool/Executor that sent the chunk (distloop.tasks.initializer).
+    init: dict[str, Any] | None = None
+
+    @property
+    def is_range(self) -> bool:
+        return self.calls is None and self.each is None
 
     def __len__(self) -> int:
         if self.calls is not None:
             return len(self.calls)
+        if self.each is not None:
+            return len(self.each)
         return len(range(self.start, self.stop, self.step))
 
     def items(self) -> Iterator[tuple[Any, tuple[Any, ...], dict[str, Any]]]:
         """Yield ``(loop index, args, kwargs)`` for each item."""
-        if self.calls is None:
-            for i in range(self.start, self.stop, self.step):
-                yield i, (i,), {}
-        else:
+        if self.each is not None:
+            for n, x in enumerate(self.each):
+                yield n, (codec.decode(x),), {}
+        elif self.calls is not None:
             for n, (args, kwargs) in enumerate(self.calls):
                 yield n, tuple(codec.decode(args)), codec.decode(kwargs)
+        else:
+            for i in range(self.start, self.stop, self.step):
+                yield i, (i,), {}
 
     def to_wire(self) -> dict[str, Any]:
         data: dict[str, Any] = {"index": self.index}
-        if self.calls is None:
-            data.update(start=self.start, stop=self.stop, step=self.step)
-        else:
+        if self.each is not None:
+            data["each"] = self.each
+        elif self.calls is not None:
             data["calls"] = self.calls
+        else:
+            data.update(start=self.start, stop=self.stop, step=self.step)
+        if self.init is not None:
+            data["init"] = self.init
         return data
 
     @classmethod
@@ -84,6 +103,8 @@ class ChunkSpec:
             stop=int(data.get("stop", 0)),
             step=int(data.get("step", 1)),
             calls=data.get("calls"),
+            each=data.get("each"),
+            init=data.get("init"),
         )
 
 
@@ -102,6 +123,8 @@ class ChunkResult:
     seconds: float = 0.0
     # Lines of output the chunk forwarded (distloop.tasks.output), when it forwarded any.
     output: int | None = None
+    # CPU seconds of the thread that ran the chunk: with ``seconds``, tells waiting from computing.
+    cpu_seconds: float = 0.0
 
     def to_wire(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and v != []}
@@ -195,15 +218,19 @@ _Calls = Callable[[int, int], Iterator[Any]]
 
 def _calls(fn: Callable[..., Any], chunk: ChunkSpec) -> tuple[_Calls, Callable[[int], Any]]:
     """``fn``'s calls over the chunk's items (``map``, at C speed), and each position's loop index."""
-    if chunk.calls is None:
+    if chunk.is_range:
         items = range(chunk.start, chunk.stop, chunk.step)
         return (lambda lo, hi: map(fn, items[lo:hi])), items.__getitem__
-    # One iterator over the call list, taken up in order; arguments decoded as each call is made.
+    # One iterator over the calls, taken up in order. Every argument is decoded before any
+    # call is made: arguments this worker cannot read (codec.DecodeError) fail the whole
+    # chunk, as the chunk task reports them, instead of running the calls around them.
     calls: Iterator[Any]
-    if any(kwargs for _, kwargs in chunk.calls):
-        calls = map(_apply, repeat(fn), map(codec.decode, chunk.calls))
+    if chunk.each is not None:  # f(x) calls, one argument each (map's compact form)
+        calls = map(fn, list(map(codec.decode, chunk.each)))
+    elif any(kwargs for _, kwargs in chunk.calls or ()):
+        calls = map(_apply, repeat(fn), list(map(codec.decode, chunk.calls or ())))
     else:
-        calls = starmap(fn, map(codec.decode, (args for args, _ in chunk.calls)))
+        calls = starmap(fn, list(map(codec.decode, (args for args, _ in chunk.calls or ()))))
     return (lambda lo, hi: islice(calls, hi - lo)), int
 
 
@@ -336,6 +363,7 @@ def run_chunk(
     reduce: str | None = None,
     on_error: str = "raise",
     fast: bool = True,
+    io_concurrency: int | None = None,
 ) -> ChunkResult:
     """Run ``fn`` over ``chunk``'s items; never raises for an item's failure.
 
@@ -344,8 +372,17 @@ def run_chunk(
     next item; values are encoded (or folded) afterwards, so a value that cannot
     travel does not call ``fn`` again either. Chunks under a ``--timeout`` go item by
     item from the start, so the stuck item is known.
+
+    A coroutine function's items run concurrently, ``io_concurrency`` at a time, on
+    this thread's event loop (:mod:`distloop.tasks.aio`).
     """
     started = time.perf_counter()
+    if inspect.iscoroutinefunction(fn):
+        from distloop.tasks import aio  # it builds on this module
+
+        result = aio.run_async_chunk(fn, chunk, reduce, on_error, io_concurrency or defaults.IO_CONCURRENCY)
+        result.seconds = time.perf_counter() - started
+        return result
     if fast:
         result = _fast_chunk(fn, chunk, reduce, on_error)
         result.seconds = time.perf_counter() - started
@@ -406,11 +443,18 @@ def run_named_chunk(
     on_error: str = "raise",
     allow: Any = None,
     fast: bool = True,
+    io_concurrency: int | None = None,
 ) -> ChunkResult:
     """Resolve ``target`` (against ``allow``) and run the chunk; a refusal is a fatal result."""
     try:
         fn = resolve(target, allow)
+        failed = initialize(chunk.init, allow)  # the Pool's/Executor's initializer, once per process
     except TargetError as exc:
         kind = "not_allowed" if isinstance(exc, TargetNotAllowed) else "target"
         return ChunkResult(index=chunk.index, fatal={"kind": kind, "message": str(exc)})
-    return run_chunk(fn, chunk, reduce, on_error, fast)
+    if failed is not None:
+        return ChunkResult(index=chunk.index, fatal=failed)
+    cpu = time.thread_time()
+    result = run_chunk(fn, chunk, reduce, on_error, fast, io_concurrency)
+    result.cpu_seconds = time.thread_time() - cpu
+    return result

@@ -80,7 +80,7 @@ def _announce_ready(sender: Any = None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None) or "unknown"
     concurrency = int(getattr(getattr(sender, "controller", None), "concurrency", 0) or 1)
     client = runtime.settings.redis_client()
-    _heartbeat = Heartbeat(client, hostname, concurrency, lambda: sends_task_events(sender))
+    _heartbeat = Heartbeat(client, hostname, concurrency, lambda: sends_task_events(sender), runtime.settings.pool)
     _heartbeat.start()
     path = os.environ.get(ENV_READY_FILE)
     if path:

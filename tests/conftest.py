@@ -24,7 +24,7 @@ from distloop.worker.redis_server import RedisServer, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Test-only workloads the test workers may run (besides distloop.tasks.demo).
-TEST_ALLOW = ("tests.workloads",)
+TEST_ALLOW = ("tests.workloads", "tests.cpython_workloads")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,7 +54,7 @@ def settings_for(server: RedisServer, allow: tuple[str, ...] = TEST_ALLOW) -> Se
 
 
 class Workers:
-    """Real ``celery -A distloop.tasks worker`` prefork processes against one Redis."""
+    """Real Celery ``worker`` prefork processes against one Redis (``start_worker``: Celery's own command)."""
 
     def __init__(self, settings: Settings, tmp: Path) -> None:
         self.settings = settings

@@ -105,10 +105,12 @@ class MultiHost:
             self.redis = None
 
 
-def scale_run(cluster: MultiHost, items: int = 400, chunk: int = 5) -> dict[str, Any]:
-    """One timed job of sleeping items (50 ms each) on whatever hosts ``cluster`` has."""
+def scale_run(
+    cluster: MultiHost, items: int = 400, chunk: int | str = 5, target: str = "tests.workloads:sleep_square"
+) -> dict[str, Any]:
+    """One timed job of sleeping items (50 ms each, blocking or awaited) on whatever hosts ``cluster`` has."""
     started = time.perf_counter()
-    report = cluster.run("tests.workloads:sleep_square", "--range", f"0:{items}", "--chunk-size", str(chunk))
+    report = cluster.run(target, "--range", f"0:{items}", "--chunk-size", str(chunk))
     report["_outer_s"] = time.perf_counter() - started
     assert report["result"] == [i * i for i in range(items)]
     return report

@@ -16,6 +16,12 @@ about 2x whatever N is.
 ``DISTLOOP_TEST_SLOWDOWN=2`` on its worker), the same job with the tail handling off
 (``DISTLOOP_STRAGGLERS=0``, what the producer did before) and on, alternately. The
 ideal is items / summed capacity (40 + 40 + 20 items per second).
+
+``--workload async``: instead, the same 50 ms awaited (``async def``), each process
+awaiting up to 100 items at once (the default --io-concurrency), 8,000 items, chunks
+sized automatically, on worker hosts added one by one::
+
+    sudo .venv/bin/python -m tests.multihost_scale --workload async [--hosts 1,2,4] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distloop.tasks.core import defaults
 from distloop.tasks.core.settings import ENV_STRAGGLERS
 from distloop.tasks.store.jobs import JobStore
 from tests import workloads
-from tests.multihost import MultiHost
+from tests.multihost import MultiHost, scale_run
 from tests.netlab import NetLab, can_make_namespaces
 
 ITEM_S = 0.05  # tests.workloads:sleep_square
@@ -138,6 +145,40 @@ def stragglers(cluster: MultiHost, items: int, repeat: int, chunks: list[str]) -
     return lines
 
 
+def host_walls(counts: list[int], items: int, chunk: int | str, target: str, repeat: int) -> list[tuple[int, float]]:
+    """Median wall time of the job on each number of worker hosts in ``counts`` (2 processes each)."""
+    cluster = MultiHost(NetLab().open(), Path(tempfile.mkdtemp(prefix="distloop-scale-")))
+    rows = []
+    try:
+        cluster.start_redis()
+        for hosts in counts:
+            while len(cluster.workers) < hosts:
+                cluster.start_worker(concurrency=2)
+            walls = [scale_run(cluster, items, chunk, target)["wall_s"] for _ in range(repeat)]
+            rows.append((hosts, statistics.median(walls)))
+            print(f"{hosts} host(s): {', '.join(f'{w:.2f}' for w in walls)} s", file=sys.stderr)
+    finally:
+        cluster.close()
+    return rows
+
+
+def awaited_table(counts: list[int], items: int | None, chunk: str | None, repeat: int) -> int:
+    """The ``--workload async`` table: awaited sleeps on 1, 2, 4 hosts."""
+    items = items or 8000
+    chunk = chunk or "auto"
+    concurrency = defaults.IO_CONCURRENCY  # items each process waits on at once
+    rows = host_walls(counts, items, chunk, "tests.workloads:async_sleep_square", repeat)
+    base = rows[0][1]
+    ideal = items * ITEM_S / (2 * concurrency)  # one host, 2 processes, no overhead
+    print(f"{items} items x {ITEM_S * 1000:.0f} ms asyncio.sleep, {concurrency} awaited per process,"
+          f" chunks of {chunk}, 2 processes per host, median of {repeat}:\n")  # fmt: skip
+    print("| worker hosts | processes | wall time | speedup vs 1 host | ideal |")
+    print("|---:|---:|---:|---:|---:|")
+    for hosts, wall in rows:
+        print(f"| {hosts} | {2 * hosts} | {wall:.2f} s | {base / wall:.2f}x | {ideal / hosts:.2f} s |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", default="1,2,4,8")
@@ -147,12 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="straggler runs per setting")
     parser.add_argument("--straggler-chunks", default="auto,25", help="chunk sizes for the straggler runs")
     parser.add_argument("--only", choices=("scale", "stragglers"))
+    parser.add_argument("--workload", choices=("blocking", "async"), default="blocking")
+    parser.add_argument("--items", type=int, help="--workload async: items (default 8,000)")
+    parser.add_argument("--chunk", default=None, help="--workload async: items per chunk, or auto")
     args = parser.parse_args(argv)
     reason = can_make_namespaces()
     if reason:
         print(reason, file=sys.stderr)
         return 2
     counts = [int(n) for n in args.hosts.split(",")]
+    if args.workload == "async":
+        return awaited_table(counts, args.items, args.chunk, args.repeat)
     cluster = MultiHost(NetLab().open(), Path(tempfile.mkdtemp(prefix="distloop-scale-")))
     tables = []
     try:

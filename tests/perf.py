@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -65,6 +66,84 @@ def dispatch_rates(settings: Settings, n: int) -> tuple[float, float]:
     return n / report.runs["celery"].wall_s, n / plain_group_seconds(settings, n)
 
 
+def facade_walls(settings: Settings, n: int, repeat: int = 5) -> dict[str, float]:
+    """Median wall seconds of ``square`` over n items: multiprocessing.Pool(2).map, run_loop and each facade.
+
+    One after the other on the same workers; every facade (and run_loop's backend)
+    is started before its clock starts, as multiprocessing's pool is.
+    """
+    import multiprocessing
+
+    import joblib
+
+    from distloop import CeleryExecutor, Pool, register_joblib
+    from distloop.api import run_job
+    from distloop.backends import get_backend
+    from distloop.tasks.demo import square
+
+    expected = [i * i for i in range(n)]
+    walls: dict[str, float] = {}
+
+    def timed(name: str, run: Callable[[], list[int]]) -> None:
+        def once() -> float:
+            started = time.perf_counter()
+            got = run()
+            wall = time.perf_counter() - started
+            assert got == expected, f"{name}: wrong results"
+            return wall
+
+        walls[name] = median_of(repeat, once)
+        print(f"  square 0:{n} {name}: {walls[name]:.3f} s", flush=True)
+
+    with multiprocessing.Pool(2) as mp:
+        timed("multiprocessing.Pool(2).map", lambda: mp.map(square, range(n)))
+    engine = get_backend("celery", settings)
+    engine.start()
+    try:
+        timed("run_loop", lambda: run_job(square, range(n), backend=engine).result)
+    finally:
+        engine.close()
+    with Pool(settings=settings) as pool:
+        timed("Pool.map", lambda: pool.map(square, range(n)))
+        timed("Pool.imap", lambda: list(pool.imap(square, range(n))))
+    with CeleryExecutor(settings=settings) as ex:
+        timed("CeleryExecutor.map", lambda: list(ex.map(square, range(n))))
+        register_joblib(executor=ex)
+        with joblib.parallel_config(backend="distloop"):
+            timed("joblib.Parallel", lambda: joblib.Parallel(n_jobs=-1)(joblib.delayed(square)(i) for i in range(n)))
+    return walls
+
+
+def submit_seconds(settings: Settings, n: int) -> float:
+    """Wall time of ``n`` ``CeleryExecutor.submit(square, i)`` calls in a loop and their results."""
+    from distloop import CeleryExecutor
+    from distloop.tasks.demo import square
+
+    with CeleryExecutor(settings=settings) as ex:
+        ex.submit(square, 0).result()  # the executor is ready, as a started group's app is
+        started = time.perf_counter()
+        futures = [ex.submit(square, i) for i in range(n)]
+        values = [f.result() for f in futures]
+        wall = time.perf_counter() - started
+    assert values == [i * i for i in range(n)]
+    return wall
+
+
+def facade_rows(settings: Settings, plain_rate: float, n: int = 100_000, submits: int = 20_000) -> None:
+    """The facades' targets (issue 14): 5x multiprocessing.Pool(2).map, 1.5x run_loop; submit() 3x a group."""
+    walls = facade_walls(settings, n)
+    mp, loop = walls["multiprocessing.Pool(2).map"], walls["run_loop"]
+    for name in ("Pool.map", "CeleryExecutor.map", "Pool.imap", "joblib.Parallel"):
+        wall = walls[name]
+        record(f"square 0:{n} {name} / multiprocessing.Pool(2).map wall", f"{wall:.3f} / {mp:.3f} s = {wall / mp:.1f}",
+               "<= 5", wall / mp <= 5)  # fmt: skip
+        record(f"square 0:{n} {name} / run_loop wall", f"{wall:.3f} / {loop:.3f} s = {wall / loop:.2f}", "<= 1.5",
+               wall / loop <= 1.5)  # fmt: skip
+    rate = submits / submit_seconds(settings, submits)
+    shown = f"{rate:.0f}/s vs {plain_rate:.0f}/s = {rate / plain_rate:.1f}x"
+    record(f"submit() x {submits} vs group+join_native", shown, ">= 3x", rate >= 3 * plain_rate)
+
+
 def peak_rss_mib(argv: list[str], env: dict[str, str]) -> float:
     """Peak resident memory of a command (its own process), in MiB.
 
@@ -95,6 +174,27 @@ def startup_seconds() -> float:
         return cluster.startup_s
     finally:
         cluster.stop()
+
+
+def first_result_seconds(*args: str) -> float:
+    """Seconds from starting ``distloop run`` (the process) to its first progress line with a result in it.
+
+    ``--progress-every 0.001`` prints a line after each chunk result; the first one says some
+    items are done. No broker configured, no standing cluster: ``run`` starts its own.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTLOOP_")}
+    env["DISTLOOP_STANDING"] = "0"
+    argv = [sys.executable, "-m", "distloop", "run", "distloop.tasks.demo:square", "--range", "0:2000",
+            "--progress", "--progress-every", "0.001", *args]  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = None
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if first is None and re.match(r"distloop: [1-9][0-9]*/2000 items", line):
+            first = time.perf_counter() - started
+    assert proc.wait() == 0 and first is not None, "distloop run printed no progress line"
+    return first
 
 
 def skewed_items(serial_seconds: float) -> int:
@@ -133,6 +233,83 @@ def array_seconds(settings: Settings) -> tuple[float, float]:
     return result, both
 
 
+def best_of(n: int, measure: Callable[[], float]) -> float:
+    return min(measure() for _ in range(n))
+
+
+def thread_pool_seconds(items: int, workers: int = 64) -> float:
+    """The seeds' peer for blocking waits: ``ThreadPoolExecutor(64).map`` over the items."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distloop.tasks.demo import fetch_data_blocking
+
+    with ThreadPoolExecutor(workers) as pool:
+        started = time.perf_counter()
+        list(pool.map(fetch_data_blocking, range(items)))
+        return time.perf_counter() - started
+
+
+def gather_seconds(items: int, bound: int) -> float:
+    """The seeds' peer for async waits: one ``asyncio.gather`` bounded by a semaphore of ``bound``."""
+    import asyncio
+
+    from distloop.tasks.demo import fetch_data
+
+    async def main() -> None:
+        gate = asyncio.Semaphore(bound)
+
+        async def one(i: int) -> str:
+            async with gate:
+                return await fetch_data(i)
+
+        await asyncio.gather(*(one(i) for i in range(items)))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    return time.perf_counter() - started
+
+
+def distloop_seconds(settings: Settings, target: str, items: int, backend: str, repeat: int = 3) -> float:
+    report = run_bench(target, range(items), [backend], settings=settings, repeat=repeat)
+    run = report.runs[backend]
+    print(f"  {target} {backend}: {run.wall_s:.3f} s, {run.chunks} chunks, cpu {run.cpu_util:.0%}", flush=True)
+    return run.wall_s
+
+
+def io_rows(settings: Settings) -> None:
+    """Waiting loops (issue 15): distloop against the seeds' threads and asyncio.gather."""
+    blocking, awaiting = "distloop.tasks.demo:fetch_data_blocking", "distloop.tasks.demo:fetch_data"
+    peer = best_of(3, lambda: thread_pool_seconds(400))
+    ours = distloop_seconds(settings, blocking, 400, "thread")
+    record("400 x 20 ms sleep: thread / ThreadPoolExecutor(64)", f"{ours:.3f} / {peer:.3f} s = {ours / peer:.2f}",
+           "<= 1.3", ours / peer <= 1.3)  # fmt: skip
+    threads = settings.replace(pool="threads")
+    ours = distloop_seconds(threads, blocking, 400, "celery")
+    record("400 x 20 ms sleep: celery --pool threads / ThreadPoolExecutor(64)",
+           f"{ours:.3f} / {peer:.3f} s = {ours / peer:.2f}", "<= 1.5", ours / peer <= 1.5)  # fmt: skip
+    # The same bound in total: each of the cluster's processes awaits IO_CONCURRENCY items.
+    processes = os.cpu_count() or 2
+    bound = processes * defaults.IO_CONCURRENCY
+    peer = best_of(3, lambda: gather_seconds(2000, bound))
+    ours = distloop_seconds(settings, awaiting, 2000, "celery")
+    record(f"2000 x 20 ms asyncio.sleep: celery / gather(Semaphore({bound}))",
+           f"{ours:.3f} / {peer:.3f} s = {ours / peer:.2f}", "<= 1.5", ours / peer <= 1.5)  # fmt: skip
+
+
+def multihost_async_row() -> None:
+    """8,000 awaited 50 ms items on 1 and 4 network-namespace hosts (root only; else said, not counted)."""
+    from tests.multihost_scale import host_walls
+    from tests.netlab import can_make_namespaces
+
+    reason = can_make_namespaces()
+    if reason:
+        print(f"  multi-host async row not measured: {reason}", flush=True)
+        return
+    (_, one), (_, four) = host_walls([1, 4], 8000, "auto", "tests.workloads:async_sleep_square", 3)
+    record("8000 x 50 ms asyncio.sleep: 4 hosts vs 1 host", f"{one:.2f} / {four:.2f} s = {one / four:.2f}x",
+           ">= 3.5x", one / four >= 3.5)  # fmt: skip
+
+
 def main() -> int:
     redis = start_redis()
     # tests.workloads holds the array workloads (the demo workloads are always allowed).
@@ -140,7 +317,15 @@ def main() -> int:
     fd, log = tempfile.mkstemp(prefix="distloop-perf-worker-", suffix=".log")
     os.close(fd)
     worker = start_worker(settings, concurrency=os.cpu_count() or 2, hostname="perf@%h", cwd=str(ROOT), log_path=log)
+    # A threads-pool worker on the same Redis, for blocking waits (its own queue).
+    threads = start_worker(settings.replace(pool="threads"), concurrency=defaults.THREAD_WORKERS,
+                           hostname="perf-threads@%h", cwd=str(ROOT), log_path=log)  # fmt: skip
     try:
+        if os.environ.get("DISTLOOP_PERF_ONLY") == "io":  # a quick look at these rows alone
+            io_rows(settings)
+            multihost_async_row()
+            return 0
+        io_rows(settings)
         s = speedups(settings, "distloop.tasks.demo:calc_stuff", range(2000), ["process", "celery"], repeat=5)
         record("calc_stuff 0:2000 celery speedup", f"{s['celery']:.2f}x", ">= 1.85x", s["celery"] >= 1.85)
         ratio = s["celery"] / s["process"]
@@ -162,6 +347,7 @@ def main() -> int:
         ratio = ours / plain
         record("dispatch chunk-size 1 vs group+join_native", f"{ours:.0f}/s vs {plain:.0f}/s = {ratio:.2f}x", ">= 3x",
                ratio >= 3)  # fmt: skip
+        facade_rows(settings, plain)
 
         env = {**os.environ, "DISTLOOP_BROKER_URL": redis.url}
         cmd = [
@@ -183,11 +369,17 @@ def main() -> int:
         record("reduce sum peak RSS 1e8 / 1e6 items", f"{big:.1f} / {small:.1f} MiB = {big / small:.2f}", "<= 1.2",
                big / small <= 1.2)  # fmt: skip
     finally:
+        threads.stop()
         worker.stop()
         redis.stop()
         os.unlink(log)
+    multihost_async_row()
     up = median_of(3, startup_seconds)
     record("embedded cluster start-up", f"{up:.2f} s", "<= 2.5 s", up <= 2.5)
+    local = median_of(3, lambda: first_result_seconds("--backend", "process"))
+    first = median_of(3, first_result_seconds)
+    record("distloop run to its first result, embedded cluster", f"{first:.2f} s (process pool {local:.2f} s)",
+           "<= 1.0 s", first <= 1.0)  # fmt: skip
     failed = [r for r in RESULTS if not r[3]]
     print(f"{len(RESULTS) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

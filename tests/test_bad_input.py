@@ -7,7 +7,10 @@ row whenever a new way to go wrong is found.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +19,8 @@ from tests.conftest import Workers
 from tests.procs import alive, run_watched
 
 #: Placeholders filled per test: {broker} (working, allows tests.workloads),
-#: {bad_password} (right Redis, wrong password), {dead} (nobody listens).
+#: {bad_password} (right Redis, wrong password), {dead} (nobody listens),
+#: {fifo} (a FIFO nobody reads), {busy_port} (a port something listens on).
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,8 @@ class Case:
     args: tuple[str, ...]
     exit_code: int
     message: str  # a fragment of the one stderr line
+    env: tuple[tuple[str, str], ...] = ()  # environment variables for this case
+    forks_nothing: bool = False  # refused before any process is started
 
 
 SQUARE = ("run", "distloop.tasks.demo:square", "--backend", "serial")
@@ -134,20 +140,294 @@ CASES = [
     Case("resume an unknown job", ("resume", "feedbeef", "--broker", "{broker}"), 2, "no job 'feedbeef'"),
     Case("resume without a broker", ("resume", "feedbeef"), 2, "resume needs --broker"),
     Case("unknown subcommand", ("fly",), 2, "invalid choice"),
+    # Round 2 (issue 13): each of these was a traceback, a hang, or accepted silently.
+    Case("negative range start after a space, bad stop", (*SQUARE, "--range", "-5:x"), 2, "'-5:x': bounds and step"),
+    Case("empty range", (*SQUARE, "--range", ""), 2, "--range '': bounds and step must be integers"),
+    Case("output a kernel file", (*SQUARE, "--range", "3", "--output", "/proc/version"), 2, "is a kernel interface"),
+    Case(
+        "output a sysfs file",
+        (*SQUARE, "--range", "3", "--output", "/sys/kernel/mm/transparent_hugepage/enabled"),
+        2,
+        "is a kernel interface",
+    ),
+    Case("output a full device", (*SQUARE, "--range", "3", "--output", "/dev/full"), 2, "No space left on device"),
+    Case("output a directory", (*SQUARE, "--range", "3", "--output", "/tmp"), 2, "--output /tmp: is a directory"),
+    Case("output empty", (*SQUARE, "--range", "3", "--output", ""), 2, "--output must not be empty"),
+    Case(
+        "output a FIFO nobody reads", (*SQUARE, "--range", "3", "--output", "{fifo}"), 2, "a FIFO that no process reads"
+    ),
+    Case(
+        "visibility timeout with a unit",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_VISIBILITY_TIMEOUT='1h': expected a whole number of seconds",
+        (("DISTLOOP_VISIBILITY_TIMEOUT", "1h"),),
+    ),
+    Case(
+        "visibility timeout 0",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_VISIBILITY_TIMEOUT='0': expected",
+        (("DISTLOOP_VISIBILITY_TIMEOUT", "0"),),
+    ),
+    Case(
+        "chunk time limit negative",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_CHUNK_TIME_LIMIT='-3': expected a number of seconds above 0",
+        (("DISTLOOP_CHUNK_TIME_LIMIT", "-3"),),
+    ),
+    Case(
+        "chunk time limit with a unit",
+        ("worker",),
+        2,
+        "DISTLOOP_CHUNK_TIME_LIMIT='5m': expected",
+        (("DISTLOOP_CHUNK_TIME_LIMIT", "5m"),),
+    ),
+    Case(
+        "TLS insecure not a flag",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_TLS_INSECURE='maybe': expected 1 or 0",
+        (("DISTLOOP_TLS_INSECURE", "maybe"),),
+    ),
+    Case(
+        "task events not a flag",
+        ("status",),
+        2,
+        "DISTLOOP_TASK_EVENTS='2': expected 1 or 0",
+        (("DISTLOOP_TASK_EVENTS", "2"),),
+    ),
+    Case(
+        "allow-from-store not a flag",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_ALLOW_FROM_STORE='please'",
+        (("DISTLOOP_ALLOW_FROM_STORE", "please"),),
+    ),
+    Case(
+        "forward output not a flag",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_FORWARD_OUTPUT='quiet': expected 1 or 0",
+        (("DISTLOOP_FORWARD_OUTPUT", "quiet"),),
+    ),
+    Case(
+        "io concurrency not a number",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_IO_CONCURRENCY='many': expected a whole number from 1 to 1000",
+        (("DISTLOOP_IO_CONCURRENCY", "many"),),
+    ),
+    Case(
+        "io concurrency above its cap",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_IO_CONCURRENCY='100000': expected a whole number from 1 to 1000",
+        (("DISTLOOP_IO_CONCURRENCY", "100000"),),
+    ),
+    Case(
+        "pool kind unknown",
+        (*SQUARE, "--range", "3"),
+        2,
+        "DISTLOOP_POOL='forks': expected one of prefork, threads, gevent",
+        (("DISTLOOP_POOL", "forks"),),
+    ),
+    Case(
+        "TLS CA file missing",
+        (*SQUARE[:2], "--range", "3", "--broker", "rediss://127.0.0.1:1/0"),
+        2,
+        "DISTLOOP_TLS_CA_FILE='/no/ca.pem': no such file",
+        (("DISTLOOP_TLS_CA_FILE", "/no/ca.pem"),),
+    ),
+    Case(
+        "process workers above the cap",
+        (*SQUARE[:2], "--range", "3", "--backend", "process", "--workers", "100000"),
+        2,
+        "--workers 100000 is above this machine's cap",
+        forks_nothing=True,
+    ),
+    Case(
+        "thread workers above the cap",
+        (*SQUARE[:2], "--range", "3", "--backend", "thread", "--workers", "100000"),
+        2,
+        "--workers 100000 is above the cap of 1000",  # threads: higher than processes, still capped
+        forks_nothing=True,
+    ),
+    Case(
+        "embedded cluster workers above the cap",
+        (*SQUARE[:2], "--range", "3", "--workers", "100000"),
+        2,
+        "--workers 100000 is above this machine's cap",
+        forks_nothing=True,
+    ),
+    Case(
+        "remote workers above the hard cap",
+        (*SQUARE[:2], "--range", "3", "--broker", "{broker}", "--workers", "5000"),
+        2,
+        "--workers 5000 is above the cap of 1024",
+        forks_nothing=True,
+    ),
+    Case(
+        "bench workers above the cap",
+        ("bench", "distloop.tasks.demo:square", "--range", "3", "--backends", "serial,process", "--workers", "100000"),
+        2,
+        "--workers 100000 is above",
+        forks_nothing=True,
+    ),
+    Case(
+        "progress every -1",
+        (*SQUARE, "--range", "3", "--progress-every", "-1"),
+        2,
+        "argument --progress-every: expected a positive number of seconds, not '-1'",
+    ),
+    Case("progress every 0", (*SQUARE, "--range", "3", "--progress-every", "0"), 2, "expected a positive number"),
+    Case(
+        "progress every not a number",
+        (*SQUARE, "--range", "3", "--progress-every", "often"),
+        2,
+        "argument --progress-every: expected a number of seconds, not 'often'",
+    ),
+    Case(
+        "worker concurrency 0",
+        ("worker", "--concurrency", "0"),
+        2,
+        "--concurrency must be at least 1, not 0",
+        forks_nothing=True,
+    ),
+    Case(
+        "worker concurrency above the cap",
+        ("worker", "--concurrency", "100000"),
+        2,
+        "--concurrency 100000 is above this machine's cap",
+        forks_nothing=True,
+    ),
+    Case("worker allow empty", ("worker", "--allow", ""), 2, "--allow '': expected comma-separated module names"),
+    Case("worker hostname empty", ("worker", "--hostname", " "), 2, "--hostname must not be empty"),
+    Case("up workers 0", ("up", "--workers", "0"), 2, "--workers must be at least 1, not 0", forks_nothing=True),
+    Case(
+        "up workers above the cap",
+        ("up", "--workers", "100000"),
+        2,
+        "--workers 100000 is above this machine's cap",
+        forks_nothing=True,
+    ),
+    Case("up Redis port out of range", ("up", "--port", "70000"), 2, "argument --port: expected a port number"),
+    Case("up Flower port without Flower", ("up", "--flower-port", "5556"), 2, "--flower-port needs --flower"),
+    Case("up Flower port out of range", ("up", "--flower", "--flower-port", "-1"), 2, "argument --flower-port"),
+    Case("up allow only commas", ("up", "--allow", ","), 2, "--allow ',': expected comma-separated module names"),
+    Case(
+        "up Flower port taken",
+        ("up", "--flower", "--flower-port", "{busy_port}", "--env-file", "{env_file}"),
+        2,
+        "is in use: pass --flower-port 0 for any free port",
+    ),
+    Case(
+        "up Redis port taken",
+        ("up", "--port", "{busy_port}"),
+        2,
+        "is in use: pass --port 0 for any free port",
+        forks_nothing=True,
+    ),
+    Case(
+        "up bind to an address not of this host",
+        ("up", "--bind", "192.0.2.1"),
+        2,
+        "--bind 192.0.2.1: cannot listen there: Cannot assign requested address",
+        forks_nothing=True,
+    ),
+    Case(
+        "flower port taken",
+        ("flower", "--broker", "{broker}", "--port", "{busy_port}"),
+        2,
+        "is in use: pass --port 0 for any free port",
+    ),
+    Case("up env file empty", ("up", "--env-file", ""), 2, "--env-file must not be empty", forks_nothing=True),
+    Case(
+        "up env file a directory",
+        ("up", "--env-file", "/tmp"),
+        2,
+        "--env-file /tmp: is a directory",
+        forks_nothing=True,
+    ),
+    Case(
+        "up env file a kernel file",
+        ("up", "--env-file", "/proc/version"),
+        2,
+        "--env-file /proc/version: not a regular",
+        forks_nothing=True,
+    ),
+    Case("flower address empty", ("flower", "--address", ""), 2, "--address must not be empty"),
+    Case(
+        "reduce with an output file",
+        (*SQUARE, "--range", "3", "--reduce", "sum", "--output", "{env_file}"),
+        2,
+        "--reduce gives one value, printed on stdout",
+    ),
+    Case("flower port negative", ("flower", "--port", "-1"), 2, "argument --port: expected a port number"),
+    Case(
+        "flower max tasks 0",
+        ("flower", "--broker", "{broker}", "--max-tasks", "0"),
+        2,
+        "--max-tasks must be at least 1, not 0",
+    ),
+    Case(
+        "timeout negative",
+        (*SQUARE[:2], "--range", "3", "--timeout", "-1", "--broker", "{broker}"),
+        2,
+        "--timeout must be a positive number of seconds, not -1",
+    ),
+    Case(
+        "timeout infinite",
+        (*SQUARE[:2], "--range", "3", "--timeout", "inf", "--broker", "{broker}"),
+        2,
+        "--timeout must be a positive number of seconds, not inf",
+    ),
+    Case("chunk size negative", (*SQUARE, "--range", "3", "--chunk-size", "-3"), 2, "--chunk-size must be at least 1"),
+    Case(
+        "chunk size beyond any time limit",
+        (*SQUARE, "--range", "3", "--chunk-size", "10000000000000000"),
+        2,
+        "--chunk-size must be at most 1000000000000",
+    ),
+    Case(
+        "bench repeat 0",
+        ("bench", "distloop.tasks.demo:square", "--range", "3", "--repeat", "0"),
+        2,
+        "--repeat must be at least 1, not 0",
+        forks_nothing=True,
+    ),
+    Case(
+        "bench repeat huge",
+        ("bench", "distloop.tasks.demo:square", "--range", "3", "--repeat", "100000"),
+        2,
+        "--repeat must be at most 100, not 100000",
+        forks_nothing=True,
+    ),
+    Case("broker empty", (*SQUARE[:2], "--range", "3", "--broker", ""), 2, "--broker must not be empty"),
+    Case("status broker empty", ("status", "--broker", ""), 2, "--broker must not be empty"),
 ]
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_bad_input(case: Case, shared_workers: Workers, shared_redis: RedisServer) -> None:
+def test_bad_input(case: Case, shared_workers: Workers, shared_redis: RedisServer, tmp_path: Path) -> None:
     broker = shared_workers.settings.effective_broker_url
-    urls = {
-        "broker": broker,
-        "bad_password": broker.replace(f":{shared_redis.password}@", ":not-the-password@"),
-        "dead": "redis://127.0.0.1:1/0",
-    }
-    args = [a.format(**urls) for a in case.args]
-    code, out, err, started = run_watched(args, env={"DISTLOOP_ALLOW": "tests.workloads"}, timeout=90)
+    os.mkfifo(tmp_path / "fifo")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        places = {
+            "broker": broker,
+            "bad_password": broker.replace(f":{shared_redis.password}@", ":not-the-password@"),
+            "dead": "redis://127.0.0.1:1/0",
+            "fifo": str(tmp_path / "fifo"),
+            "busy_port": str(busy.getsockname()[1]),
+            "env_file": str(tmp_path / "up.env"),
+        }
+        args = [a.format(**places) for a in case.args]
+        env = {"DISTLOOP_ALLOW": "tests.workloads", **dict(case.env)}
+        code, out, err, started = run_watched(args, env=env, timeout=90)
     lines = err.strip().splitlines()
     assert code == case.exit_code, err
     assert len(lines) == 1, err
@@ -155,3 +435,10 @@ def test_bad_input(case: Case, shared_workers: Workers, shared_redis: RedisServe
     assert "Traceback" not in err and out == ""
     assert shared_redis.password not in err  # passwords are never printed
     assert not [p for p in started if alive(p)], "a process it started is still running"
+    if case.forks_nothing:
+        assert not started, f"refused only after starting processes: {started}"
+
+
+def test_the_table_holds_at_least_40_ways_to_go_wrong() -> None:
+    assert len(CASES) >= 40
+    assert len({c.name for c in CASES}) == len(CASES), "every row has its own name"

@@ -445,3 +445,49 @@ def test_call_errors_keep_builtin_types_and_the_worker_traceback() -> None:
     assert str(odd) == "m:f(2) raised FileNotFoundError: gone"
     own = call_error({"type": "MyError", "message": "x"}, "m:f(3)")
     assert type(own) is CallFailed and own.exc_type == "MyError"
+
+
+# --- chunks of calls: each call runs once, short calls share messages -----------------------
+
+
+def test_a_failing_call_in_a_chunk_runs_once_and_the_rest_of_its_chunk_still_runs(broker: str, tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    with Pool(2, broker=broker) as pool, pytest.raises(ValueError, match="bad item 3"):
+        pool.starmap(workloads.log_and_fail_at_3, [(str(log), i) for i in range(10)], chunksize=10)
+    assert sorted(int(line) for line in log.read_text().split()) == list(range(10))  # each call exactly once
+
+
+def test_a_burst_of_short_submits_shares_messages(broker: str) -> None:
+    with CeleryExecutor(broker=broker) as ex:
+        assert ex.submit(square, 0).result(timeout=60) == 0  # the workers time square once
+        futures = [ex.submit(square, i) for i in range(2000)]
+        assert [f.result(timeout=60) for f in futures] == [square(i) for i in range(2000)]
+        job = ex._dispatcher._jobs.by_target["distloop.tasks.demo:square"]
+        messages = ex._dispatcher._jobs.next_index[job.target]
+    assert messages < 100  # 2001 calls; alone, each would have been a message
+
+
+def test_a_compact_chunk_whose_arguments_a_worker_cannot_read_fails_every_call(shared_workers: Workers) -> None:
+    """``{"each": [...]}`` (map's form) with a forged argument: every call fails, none runs."""
+    import uuid
+
+    from distloop.tasks.app import make_app
+    from distloop.tasks.core import defaults
+    from distloop.tasks.store.jobs import JobStore
+
+    settings = shared_workers.settings
+    store = JobStore(settings.redis_client(), expires=600)
+    job_id = f"forged-{uuid.uuid4().hex}"
+    store.create(job_id, {"target": "tests.workloads:echo"})
+    spec = {"index": 0, "each": [1, {"__ndarray__": ["|O8", [1], "C", "AAAAAAAAAAA="]}, 3]}
+    app = make_app(settings)
+    app.send_task(defaults.CHUNK_TASK, args=(job_id, "tests.workloads:echo", spec, None, "collect"),
+                  queue=defaults.QUEUE, ignore_result=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not store.pop_done(job_id, 1.0) and time.monotonic() < deadline:
+        pass
+    (result,) = store.results(job_id, [0])
+    app.close()
+    assert result is not None, "the chunk never reported"
+    assert [e["index"] for e in result["errors"]] == [0, 1, 2]
+    assert all("arguments cannot be read on this worker" in e["message"] for e in result["errors"])

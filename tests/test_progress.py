@@ -93,7 +93,7 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(shared_workers: Work
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    "options", [("--no-progress", "--progress-every", "0"), ("--progress-every", "600")], ids=["off", "short-job"]
+    "options", [("--no-progress", "--progress-every", "0.1"), ("--progress-every", "600")], ids=["off", "short-job"]
 )
 def test_only_the_summary_without_progress_or_for_a_short_job(shared_workers: Workers, options: tuple[str]) -> None:
     env = {"DISTLOOP_BROKER_URL": shared_workers.settings.effective_broker_url}

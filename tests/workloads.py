@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -139,6 +140,37 @@ def fail_late_at_1_fast_at_5(i: int) -> int:
     return i
 
 
+# --- initializers (tests/test_facade_constructors.py) ---
+
+_initialized: str | None = None
+
+
+def remember(tag: str, path: str) -> None:
+    """An initializer: sets ``tag`` in this process and notes ``pid tag`` in ``path``."""
+    global _initialized
+    _initialized = tag
+    with open(path, "a") as log:
+        log.write(f"{os.getpid()} {tag}\n")
+
+
+def tagged(i: int) -> list[object]:
+    """``[i, pid, the tag the initializer set]``."""
+    return [i, os.getpid(), _initialized]
+
+
+def failing_initializer() -> None:
+    raise RuntimeError("no database here")
+
+
+def log_and_fail_at_3(path: str, i: int) -> int:
+    """Notes ``i`` in ``path`` (each run of the call), and fails at 3."""
+    with open(path, "a") as log:
+        log.write(f"{i}\n")
+    if i == 3:
+        raise ValueError("bad item 3")
+    return i
+
+
 # --- values (tests/test_values.py, tests/test_bad_input.py) ---
 
 
@@ -166,3 +198,72 @@ def million_floats(seed: int) -> object:
     import numpy as np
 
     return np.random.default_rng(seed).random(10**6)
+
+
+# --- async def targets (tests/test_io.py) ---
+
+_in_flight = 0
+
+
+async def async_square(i: int) -> int:
+    """Waits 10 ms on the event loop, then returns i*i; later items finish first (results still in order)."""
+    await asyncio.sleep(0.01 if i % 2 else 0.02)
+    return i * i
+
+
+async def async_fail_at_7(i: int) -> int:
+    await asyncio.sleep(0.01)
+    if i == 7:
+        raise ValueError(f"bad item {i}")
+    return i
+
+
+async def async_in_flight(i: int) -> int:
+    """How many items of this process were awaiting at once when this one started (the bound)."""
+    global _in_flight
+    _in_flight += 1
+    seen = _in_flight
+    try:
+        await asyncio.sleep(0.05)
+    finally:
+        _in_flight -= 1
+    return seen
+
+
+async def async_stuck_at_3(i: int) -> int:
+    """Item 3 awaits forever; when the chunk's --timeout cancels it, it leaves ``cancelled-3`` behind."""
+    if i == 3:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            open(os.path.join(os.environ["DISTLOOP_TEST_DIR"], "cancelled-3"), "w").close()
+            raise
+    await asyncio.sleep(0.01)
+    return i
+
+
+async def async_sleep_square(i: int) -> int:
+    """``sleep_square`` awaited: 50 ms on the event loop, no CPU, returns i*i (the multi-host async row)."""
+    await asyncio.sleep(0.05)
+    return i * i
+
+
+async def async_wait_then_mark(i: int, seconds: float = 4.0) -> int:
+    """Note that item ``i`` started (``started-i``), await ``seconds``, then note that it finished (``done-i``)."""
+    folder = os.environ["DISTLOOP_TEST_DIR"]
+    open(os.path.join(folder, f"started-{i}"), "w").close()
+    await asyncio.sleep(seconds)
+    open(os.path.join(folder, f"done-{i}"), "w").close()
+    return i
+
+
+async def async_in_flight_slow(i: int) -> int:
+    """``async_in_flight`` over 0.25 s: a job long enough to be interrupted, reporting its bound."""
+    global _in_flight
+    _in_flight += 1
+    seen = _in_flight
+    try:
+        await asyncio.sleep(0.25)
+    finally:
+        _in_flight -= 1
+    return seen

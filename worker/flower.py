@@ -37,6 +37,10 @@ from distloop.tasks.store.workers import events_watched, live_workers
 from distloop.worker.celery_worker import worker_env
 from distloop.worker.processes import ManagedProcess
 
+#: Where `distloop flower` finds USER:PASS when --basic-auth is not given (keeps it out of `ps`);
+#: `distloop up --flower` writes its credentials there in its environment file.
+ENV_FLOWER_AUTH = "DISTLOOP_FLOWER_AUTH"
+
 #: Columns of Flower's tasks page: ``args`` shows each chunk's job, target and range.
 TASKS_COLUMNS = "name,uuid,state,args,received,started,runtime,worker"
 
@@ -106,10 +110,12 @@ def start_flower(
     address: str = "127.0.0.1",
     max_tasks: int = defaults.FLOWER_MAX_TASKS,
     timeout: float = defaults.STARTUP_TIMEOUT,
+    port_option: str = "--port",
 ) -> FlowerProcess:
     """Start Flower on ``settings``' broker; return once it answers HTTP.
 
-    ``port`` None is Flower's usual 5555, 0 any free port. ``basic_auth``
+    ``port`` None is Flower's usual 5555, 0 any free port (``port_option`` names the
+    option that chose it, for the advice when the port is taken). ``basic_auth``
     ``USER:PASS``; when None, credentials are generated (``.username``,
     ``.password``): Flower is never started without authentication.
     """
@@ -135,7 +141,7 @@ def start_flower(
         text = flower.log()
         flower.stop()
         if "Address already in use" in text:
-            raise UsageError(f"port {chosen} on {address} is in use: pass --port 0 for any free port") from None
+            raise UsageError(f"port {chosen} on {address} is in use: pass {port_option} 0 for any free port") from None
         tail = "; ".join(text.strip().splitlines()[-3:])
         raise BrokerUnavailable(f"Flower did not start: {exc} ({tail})") from None
     except BaseException:

@@ -42,9 +42,63 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(host=self.host, port=self.port, password=self.password, socket_timeout=5)
 
+    def answers(self) -> bool:
+        """Whether it answers PING now."""
+        client = self.client()
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def wait_answering(self, timeout: float = defaults.STARTUP_TIMEOUT) -> None:
+        """Return once it answers PING; RuntimeError if it exits first, TimeoutError after ``timeout``."""
+        self.process.wait_for(self.answers, timeout, "answering PING")
+
     def stop(self) -> None:
         self.process.stop(signal.SIGTERM)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def spawn_redis(
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    password: str | None = "generate",
+    extra_args: tuple[str, ...] = (),
+    command_prefix: tuple[str, ...] = (),
+) -> RedisServer:
+    """Start redis-server and return at once (see :meth:`RedisServer.wait_answering`).
+
+    Its URL is known before it answers, so workers can be started alongside it.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BrokerUnavailable(
+            "redis-server is not installed: apt-get install redis-server (in a clone, `make run` installs it)"
+        )
+    if password == "generate":
+        password = secrets.token_hex(16)
+    chosen = port or free_port(host)
+    workdir = tempfile.mkdtemp(prefix="distloop-redis-")  # mode 700: ours alone
+    # The password goes in a config file in that folder, never on the command line
+    # (other users of the host can read command lines with `ps`).
+    config = os.path.join(workdir, "redis.conf")
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        if password:
+            stream.write(f"requirepass {password}\n")
+    argv = [
+        *command_prefix, binary, config, "--port", str(chosen), "--bind", host, "--save", "",
+        "--appendonly", "no", "--dir", workdir, "--maxmemory-policy", "noeviction", "--protected-mode", "no",
+        "--daemonize", "no", "--loglevel", "warning", *extra_args,
+    ]  # fmt: skip
+    try:
+        return RedisServer(ManagedProcess("redis-server", argv), host, chosen, password, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
 
 
 def start_redis(
@@ -61,41 +115,15 @@ def start_redis(
     ``command_prefix`` runs it through another command, such as
     ``ip netns exec NS`` for a server on another (simulated) host.
     """
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise BrokerUnavailable(
-            "redis-server is not installed: apt-get install redis-server (in a clone, `make run` installs it)"
-        )
     if password == "generate":
         password = secrets.token_hex(16)
     last_error: Exception | None = None
     for _ in range(5):  # another process may grab the free port before redis binds it
-        chosen = port or free_port(host)
-        workdir = tempfile.mkdtemp(prefix="distloop-redis-")  # mode 700: ours alone
-        # The password goes in a config file in that folder, never on the command line
-        # (other users of the host can read command lines with `ps`).
-        config = os.path.join(workdir, "redis.conf")
-        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as stream:
-            if password:
-                stream.write(f"requirepass {password}\n")
-        argv = [
-            *command_prefix, binary, config, "--port", str(chosen), "--bind", host, "--save", "",
-            "--appendonly", "no", "--dir", workdir, "--maxmemory-policy", "noeviction", "--protected-mode", "no",
-            "--daemonize", "no", "--loglevel", "warning", *extra_args,
-        ]  # fmt: skip
-        server = RedisServer(ManagedProcess("redis-server", argv), host, chosen, password, workdir)
-        client = server.client()
-
-        def answers(client: redis.Redis = client) -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
+        server = spawn_redis(
+            host=host, port=port, password=password, extra_args=extra_args, command_prefix=command_prefix
+        )
         try:
-            server.process.wait_for(answers, timeout, "answering PING")
-            client.close()
+            server.wait_answering(timeout)
             return server
         except (RuntimeError, TimeoutError) as exc:
             last_error = exc

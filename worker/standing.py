@@ -15,19 +15,21 @@ from types import TracebackType
 from distloop.tasks.core.errors import BrokerUnavailable
 from distloop.tasks.core.settings import ENV_BROKER, Settings
 from distloop.worker.celery_worker import start_worker
-from distloop.worker.flower import FlowerProcess, require_flower, start_flower
+from distloop.worker.discover import ENV_UP_PROJECT
+from distloop.worker.flower import ENV_FLOWER_AUTH, FlowerProcess, require_flower, start_flower
 from distloop.worker.processes import ManagedProcess
 from distloop.worker.redis_server import RedisServer, start_redis
 
 
 def write_env_file(path: Path, values: dict[str, str]) -> None:
-    """Write ``export NAME='value'`` lines to ``path``, readable by its owner only."""
+    """Write ``export NAME='value'`` lines (shell-quoted) to ``path``, readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as stream:
         for name, value in values.items():
-            stream.write(f"export {name}='{value}'\n")
+            quoted = value.replace("'", "'\"'\"'")
+            stream.write(f"export {name}='{quoted}'\n")
 
 
 class StandingCluster:
@@ -42,6 +44,7 @@ class StandingCluster:
         bind: str = "127.0.0.1",
         port: int | None = None,
         flower: bool = False,
+        flower_port: int | None = None,
     ) -> None:
         self.base = base
         self.concurrency = concurrency
@@ -49,6 +52,7 @@ class StandingCluster:
         self.bind = bind
         self.port = port
         self.with_flower = flower
+        self.flower_port = flower_port
         self.redis: RedisServer | None = None
         self.worker: ManagedProcess | None = None
         self.flower: FlowerProcess | None = None
@@ -59,17 +63,26 @@ class StandingCluster:
             require_flower()  # before anything starts
         try:
             self.redis = start_redis(host=self.bind, port=self.port)
-            settings = self.base.replace(broker_url=self.redis.url, result_url=None)
+            # On loopback its Redis is as private as the embedded cluster's (a random password in a
+            # file only its owner reads): its workers, like those, also allow the modules producers
+            # that found it there add (`distloop run` of a script of the project needs no --allow).
+            settings = self.base.replace(broker_url=self.redis.url, result_url=None, allow_from_store=self.loopback)
             self.worker = start_worker(settings, concurrency=self.concurrency, hostname=self.hostname, cwd=os.getcwd())
-            env = {ENV_BROKER: self.redis.url}
+            env = {ENV_BROKER: self.redis.url, ENV_UP_PROJECT: os.getcwd()}
             if self.with_flower:
-                self.flower = start_flower(settings)
-                env |= {"DISTLOOP_FLOWER_USER": self.flower.username, "DISTLOOP_FLOWER_PASSWORD": self.flower.password}
+                self.flower = start_flower(settings, port=self.flower_port, port_option="--flower-port")
+                # The one variable `distloop flower` reads (USER:PASS).
+                env[ENV_FLOWER_AUTH] = f"{self.flower.username}:{self.flower.password}"
             write_env_file(self.env_file, env)
         except BaseException:
             self.stop()
             raise
         return self
+
+    @property
+    def loopback(self) -> bool:
+        """Whether its Redis listens on this host only."""
+        return self.bind in ("127.0.0.1", "::1", "localhost")
 
     def watch(self) -> None:
         """Return never; raise :class:`BrokerUnavailable` if Redis or the worker exits on its own."""

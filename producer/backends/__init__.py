@@ -12,6 +12,7 @@ import importlib
 
 from distloop.backends.base import Backend
 from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.limits import check_workers
 from distloop.tasks.core.settings import Settings
 
 #: Backend name -> ``module:class``, in the order ``--help`` and the benchmark show them.
@@ -36,6 +37,7 @@ def backend_class(name: str) -> type[Backend]:
 
 def get_backend(name: str, settings: Settings | None = None, workers: int | None = None) -> Backend:
     """The backend called ``name``, not yet started."""
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be at least 1, not {workers}")
-    return backend_class(name)(settings, workers)
+    cls = backend_class(name)
+    settings = settings or Settings.from_env()
+    check_workers(workers, "--workers", cls.worker_cap(settings))  # before anything forks
+    return cls(settings, workers)

@@ -8,6 +8,7 @@ dispatcher's and the assembler's work, shared by every backend, by
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.limits import worker_cap
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ChunkResult, ChunkSpec
 
@@ -31,6 +33,8 @@ class JobSpec:
     timeout: float | None = None
     #: What the job's ledger records besides the fields above (items, range, output...).
     meta: Mapping[str, Any] = field(default_factory=dict)
+    #: Items of an ``async def`` target awaited at once per process (None: the workers' setting).
+    io_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,25 @@ class Backend(ABC):
         self.requested_workers = workers
         self.startup_s = 0.0
 
+    @classmethod
+    def worker_cap(cls, settings: Settings) -> int:
+        """The most workers it may be asked for: processes or threads it starts on this machine."""
+        return worker_cap()
+
     @property
     @abstractmethod
     def workers(self) -> int:
         """How many chunks can run at once (for sizing and the in-flight window)."""
+
+    @property
+    def threaded(self) -> bool:
+        """Whether the backend's slots are threads (or greenlets), there for waiting work."""
+        return False
+
+    @property
+    def cores(self) -> int:
+        """Cores the chunks run on (CPU utilisation is CPU time over wall time times this)."""
+        return min(self.workers, os.cpu_count() or 1)
 
     def start(self, allow: Sequence[str] = ()) -> None:  # noqa: B027 - optional hook
         """Get ready to run chunks; ``allow`` names targets the job will run."""

@@ -12,6 +12,7 @@ loses is revoked (:mod:`distloop.backends.stragglers`).
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -40,13 +41,14 @@ from distloop.tasks.store.connect import connect_store
 from distloop.tasks.store.jobs import JobStore
 from distloop.tasks.store.workers import live_workers
 from distloop.tasks.targets import allow_entries
+from distloop.worker.discover import find_standing
 from distloop.worker.embedded import EmbeddedCluster
 
 
 def describe_chunk(job: JobSpec, chunk: ChunkSpec) -> str:
     """How a chunk reads in Flower's args column: its items first (Flower cuts long args), then target and job."""
-    if chunk.calls is not None:
-        items = f"{len(chunk.calls)} calls"
+    if not chunk.is_range:
+        items = f"{len(chunk)} calls"
     else:
         step = f", {chunk.step}" if chunk.step != 1 else ""
         items = f"range({chunk.start}, {chunk.stop}{step})"
@@ -75,10 +77,26 @@ class CeleryBackend(Backend):
         self._watchdog = Watchdog()
         self._output: OutputStore | None = None  # the workers' forwarded output, when asked for
         self._output_shown = 0.0
+        self.standing = False  # on the standing cluster of `distloop up`, found by its environment file
+
+    @classmethod
+    def worker_cap(cls, settings: Settings) -> int:
+        # With --broker, --workers starts nothing: it only sizes the chunks in flight.
+        return super().worker_cap(settings) if settings.broker_url is None else defaults.MAX_WORKERS
 
     @property
     def workers(self) -> int:
         return self._workers or self.requested_workers or 1
+
+    @property
+    def threaded(self) -> bool:
+        """Workers of a threads or gevent pool: their slots are threads."""
+        return self.settings.pool != "prefork"
+
+    @property
+    def cores(self) -> int:
+        """This machine's for the embedded cluster; else the workers' processes (prefork: one per core)."""
+        return (os.cpu_count() or 1) if self.embedded else self.workers
 
     @property
     def embedded(self) -> bool:
@@ -88,10 +106,15 @@ class CeleryBackend(Backend):
         if self.app is not None:
             return
         started = time.perf_counter()
+        standing = find_standing(self.settings) if self.embedded else None
+        if standing is not None:  # no start-up: its workers are there already
+            self.settings = self.settings.replace(broker_url=standing)
+            self.standing = True
         settings = self.settings
         try:
             if self.embedded:
-                self.cluster = EmbeddedCluster(self.requested_workers, allow, settings).start()
+                # Returns once Redis answers: the first chunks wait there while the worker starts.
+                self.cluster = EmbeddedCluster(self.requested_workers, allow, settings).start(wait=False)
                 assert self.cluster.settings is not None
                 settings = self.cluster.settings
                 self._workers = self.cluster.workers
@@ -107,13 +130,25 @@ class CeleryBackend(Backend):
             raise
         self.startup_s = time.perf_counter() - started
 
+    def _cluster_ready(self) -> bool:
+        """Whether the embedded worker (if any) consumes tasks; :class:`BrokerUnavailable` if it died starting."""
+        if self.cluster is None:
+            return True
+        if not self.cluster.check():
+            return False
+        self.startup_s = self.cluster.startup_s  # to the worker's ready, not to the first chunk's send
+        return True
+
     def _count_remote_workers(self) -> int:
         """Worker processes serving the queue (from their heartbeats); fail clearly when none."""
         assert self.store is not None
-        total = sum(int(w.get("concurrency", 1)) for w in live_workers(self.store.client).values())
+        pool = self.settings.pool  # only the workers that serve this pool kind's queue
+        workers = live_workers(self.store.client).values()
+        total = sum(int(w.get("concurrency", 1)) for w in workers if w.get("pool", "prefork") == pool)
         if total == 0:
+            start = "distloop worker" if pool == "prefork" else f"distloop worker --pool {pool}"
             raise BrokerUnavailable(
-                f"no distloop worker answers on {mask_url(self.settings.broker_url)}: start one with `distloop worker`"
+                f"no distloop {pool} worker answers on {mask_url(self.settings.broker_url)}: start one with `{start}`"
             )
         return self.requested_workers or total
 
@@ -135,12 +170,14 @@ class CeleryBackend(Backend):
         module = job.target.rpartition(":")[0]
         self.start((module,))
         assert self.app is not None and self.store is not None and self._broker is not None
-        if self.cluster is not None:  # our private workers: allow this job's module too
+        if self.cluster is not None or self.standing:  # our private workers: allow this job's module too
             self.store.allow(allow_entries(job.target))
         meta = {
             "target": job.target, "reduce": job.reduce, "on_error": job.on_error,
             "timeout": job.timeout, "state": "running", **job.meta,
         }  # fmt: skip
+        if self.settings.pool != "prefork":  # a pool kind's own queue: recovery and status read it
+            meta["queue"] = self.settings.queue
         self.store.create(job.job_id, meta)
         follow_monitors(self.app, self.settings, live_workers(self.store.client))
         self._lost[job.job_id] = LostChunks(self.store, self._broker, job.job_id, meta)
@@ -153,10 +190,10 @@ class CeleryBackend(Backend):
     def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
         assert self.store is not None
         store = self.store
-        plan = [c.to_wire() for c in chunks if c.calls is None]
+        plan = [c.to_wire() for c in chunks if c.is_range]
         self._refusals[job.job_id].sent(chunks)
         # The plan first: a producer that dies mid-send leaves no chunk resume cannot place.
-        self._publish(job, chunks, defaults.QUEUE, lambda: store.record_plan(job.job_id, plan))
+        self._publish(job, chunks, self.settings.queue, lambda: store.record_plan(job.job_id, plan))
 
     def _publish(
         self, job: JobSpec, chunks: Sequence[ChunkSpec], queue: str | Queue, first: Callable[[], object]
@@ -164,6 +201,8 @@ class CeleryBackend(Backend):
         """Send ``chunks`` to ``queue`` (a name, or a worker's own queue), after ``first`` (a ledger write)."""
         assert self.app is not None
         limits = time_limits(job.timeout)
+        # Sent only when the job sets it: otherwise each worker's own DISTLOOP_IO_CONCURRENCY.
+        kwargs = {"io_concurrency": job.io_concurrency} if job.io_concurrency else None
         while True:
             try:
                 first()
@@ -176,6 +215,7 @@ class CeleryBackend(Backend):
                         self.app.send_task(
                             defaults.CHUNK_TASK,
                             args=(job.job_id, job.target, spec, job.reduce, job.on_error),
+                            kwargs=kwargs,
                             argsrepr=describe_chunk(job, chunk),
                             task_id=f"{job.job_id}-{chunk.index}",
                             queue=queue,
@@ -232,6 +272,8 @@ class CeleryBackend(Backend):
         """Results finished since the last call; a refused chunk goes to another worker instead."""
         assert self.store is not None
         refusals = self._refusals[job.job_id]
+        if not self._cluster_ready():
+            timeout = min(timeout, 0.05)  # look again soon: a worker that dies starting fails the job
         try:
             # With refusals still to hand over (Redis was away), do not block on new results.
             indices = self.store.pop_done(job.job_id, 0.01 if refusals.backlog else timeout)
@@ -315,7 +357,7 @@ class CeleryBackend(Backend):
         failed, resend = refusals.hand_over(live)
         for host, chunks in resend.items():
             indices = [c.index for c in chunks]
-            queue = defaults.QUEUE if host is None else worker_direct(host)
+            queue = self.settings.queue if host is None else worker_direct(host)
             self._publish(job, chunks, queue, functools.partial(store.drop_refusals, job.job_id, indices))
         return failed
 
@@ -343,7 +385,7 @@ class CeleryBackend(Backend):
             refusals = self._refusals.get(job.job_id)
             hosts = (refusals.hosts if refusals else set()) | (tail.hosts if tail else set())
             if self._broker is not None:
-                purge_job(self._broker, job_queues(hosts), job.job_id)
+                purge_job(self._broker, job_queues(hosts, self.settings.queue), job.job_id)
             if running and self.app is not None:
                 self.app.control.revoke([f"{job.job_id}-{i}" for i in running], terminate=True)
         except (redis.RedisError, OSError, OperationalError):

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 from distloop.backends.base import Backend, JobSpec
+from distloop.tasks.core import defaults
+from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ChunkResult, ChunkSpec, item_error, run_named_chunk
 
 
@@ -35,7 +37,8 @@ class SerialBackend(Backend):
     def wait(self, job: JobSpec, timeout: float) -> list[ChunkResult]:
         if not self._pending:
             return []
-        return [run_named_chunk(job.target, self._pending.popleft(), job.reduce, job.on_error)]
+        chunk = self._pending.popleft()
+        return [run_named_chunk(job.target, chunk, job.reduce, job.on_error, io_concurrency=job.io_concurrency)]
 
     def cancel(self, job: JobSpec, why: str = "stopped") -> None:
         self._pending.clear()
@@ -67,7 +70,9 @@ class PoolBackend(Backend):
     def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
         assert self._pool is not None
         for chunk in chunks:
-            future = self._pool.submit(run_named_chunk, job.target, chunk, job.reduce, job.on_error)
+            future = self._pool.submit(
+                run_named_chunk, job.target, chunk, job.reduce, job.on_error, io_concurrency=job.io_concurrency
+            )
             self._futures.add(future)
             future.add_done_callback(functools.partial(self._finished, chunk))
 
@@ -101,9 +106,27 @@ class PoolBackend(Backend):
 
 
 class ThreadBackend(PoolBackend):
-    """Threads: concurrent, but one core at a time for Python code (the GIL)."""
+    """Threads: concurrent, but one core at a time for Python code (the GIL).
+
+    Sized for waiting work: :data:`defaults.THREAD_WORKERS` threads unless ``--workers``
+    says otherwise. ``ThreadPoolExecutor`` starts a thread only when none is idle, so
+    a computing loop, whose chunks the planner keeps few (:mod:`distloop.sizing`), runs
+    on about as many threads as it has chunks in flight.
+    """
 
     name = "thread"
+
+    @classmethod
+    def worker_cap(cls, settings: Settings) -> int:
+        return defaults.MAX_POOL_CONCURRENCY  # threads, not processes: waiting work wants many
+
+    @property
+    def threaded(self) -> bool:
+        return True
+
+    @property
+    def workers(self) -> int:
+        return self.requested_workers or defaults.THREAD_WORKERS
 
     def make_pool(self) -> Executor:
         return ThreadPoolExecutor(self.workers, thread_name_prefix="distloop")

@@ -30,9 +30,9 @@ def queue_keys(queue: str = defaults.QUEUE) -> list[str]:
     return [f"{queue}{Channel.sep}{step}" if step else queue for step in PRIORITY_STEPS]
 
 
-def job_queues(hosts: Iterable[str] = ()) -> list[str]:
-    """The queues that may hold a job's messages: the shared one, and ``hosts``' own."""
-    return [defaults.QUEUE, *(worker_direct(h).name for h in sorted(hosts))]
+def job_queues(hosts: Iterable[str] = (), queue: str = defaults.QUEUE) -> list[str]:
+    """The queues that may hold a job's messages: the shared one of its pool kind, and ``hosts``' own."""
+    return [queue, *(worker_direct(h).name for h in sorted(hosts))]
 
 
 def chunk_index(raw: Any, job_id: str) -> int | None:

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from distloop.backends.queue import job_queues, queued_messages
+from distloop.tasks.core import defaults
 from distloop.tasks.store.jobs import JobStore
 
 #: Seconds a chunk may be out of the queue without being started before it counts
@@ -38,6 +39,7 @@ class LostChunks:
         self.broker = broker
         self.job_id = job_id
         self.meta = meta
+        self.queue = str(meta.get("queue") or defaults.QUEUE)  # the shared queue of the job's pool kind
         self._unseen: dict[int, float] = {}  # index -> when first seen nowhere
 
     def find(self, pending: Collection[int], alive: Collection[str]) -> list[int]:
@@ -56,7 +58,7 @@ class LostChunks:
         running = self.store.running(self.job_id)
         lost = {i for i in pending if i in running and running[i].get("host") not in alive}
         # A dead worker's own queue is not read: nobody will take a chunk waiting there.
-        queued = {index for _, _, index in queued_messages(self.broker, job_queues(alive), self.job_id)}
+        queued = {index for _, _, index in queued_messages(self.broker, job_queues(alive, self.queue), self.job_id)}
         candidates = set(pending) - set(running) - queued
         done = self.store.has_results(self.job_id, candidates)
         now = time.monotonic()

@@ -10,10 +10,15 @@ import argparse
 import json
 import sys
 
+from distloop.api import validate_io_concurrency
 from distloop.backends import BACKEND_NAMES
 from distloop.bench import format_table, plot, require_matplotlib, run_bench
+from distloop.cli.options import check_url
 from distloop.cli.output import stdout_to_stderr
+from distloop.cli.worker import pool_choices
 from distloop.ranges import parse_range
+from distloop.tasks.core import defaults
+from distloop.tasks.core.limits import check_positive
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import REDUCERS
 
@@ -37,23 +42,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds, every backend once per round; the medians count (default 1)"
     )
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per core; at most 16 per CPU)")
     parser.add_argument("--chunk-size", default="auto", help="items per chunk, or 'auto' (default)")
     parser.add_argument("--reduce", choices=tuple(REDUCERS), help="combine results on the workers")
     parser.add_argument("--broker", help="Redis URL of running workers (default: an embedded cluster)")
+    parser.add_argument("--io-concurrency", type=int, metavar="N",
+                        help="async def targets: items awaited at once per worker process")  # fmt: skip
+    parser.add_argument("--pool", choices=pool_choices(),
+                        help="celery backend: the workers' pool kind (threads/gevent for blocking I/O)")  # fmt: skip
     parser.add_argument("--plot", metavar="FILE.png", help="draw speedup per backend against the ideal")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def main(args: argparse.Namespace) -> int:
     items = parse_range(args.range_text)
+    check_positive(args.repeat, "--repeat", defaults.MAX_REPEAT)
     if args.plot:
         require_matplotlib()  # before the benchmark runs, not after
     backends = args.backends
+    validate_io_concurrency(args.io_concurrency)
+    settings = Settings.from_env(broker_url=check_url(args.broker), pool=args.pool)
     with stdout_to_stderr(args.json):  # what f prints must not break the JSON object
         report = run_bench(
-            args.target, items, backends, settings=Settings.from_env(broker_url=args.broker), workers=args.workers,
+            args.target, items, backends, settings=settings, workers=args.workers,
             chunk_size=args.chunk_size, reduce=args.reduce, repeat=args.repeat,
+            io_concurrency=args.io_concurrency,
         )  # fmt: skip
     if args.plot:
         plot(report, args.plot)

@@ -10,19 +10,19 @@ import os
 import sys
 import time
 
+from distloop.cli.options import check_url, port_number
 from distloop.tasks.core import defaults
+from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings, mask_url
 from distloop.tasks.store.connect import connect_store
-from distloop.worker.flower import parse_basic_auth, require_flower, start_flower
+from distloop.worker.flower import ENV_FLOWER_AUTH, parse_basic_auth, require_flower, start_flower
 
 NAME = "flower"
-#: Where `distloop flower` finds USER:PASS when --basic-auth is not given (keeps it out of `ps`).
-ENV_FLOWER_AUTH = "DISTLOOP_FLOWER_AUTH"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", help="Redis URL the workers use (default: DISTLOOP_BROKER_URL or local Redis)")
-    parser.add_argument("--port", type=int, help=f"port (default {defaults.FLOWER_PORT}; 0 picks a free one)")
+    parser.add_argument("--port", type=port_number, help=f"port (default {defaults.FLOWER_PORT}; 0 picks a free one)")
     parser.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
         "--basic-auth", metavar="USER:PASS", default=os.environ.get(ENV_FLOWER_AUTH) or None,
@@ -34,9 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     require_flower()
+    if not args.address.strip():  # Flower would take "" for every interface
+        raise UsageError("--address must not be empty: give one such as 127.0.0.1")
     if args.basic_auth is not None:
         parse_basic_auth(args.basic_auth)  # a malformed value is a usage error before anything starts
-    settings = Settings.from_env(broker_url=args.broker)
+    settings = Settings.from_env(broker_url=check_url(args.broker))
     # Flower starts even when Redis is down; say so now rather than show an empty page.
     connect_store(settings.replace(result_url=None)).client.close()
     flower = start_flower(

@@ -18,7 +18,9 @@ from typing import Any, NoReturn
 import redis
 
 import distloop
+from distloop.cli.options import join_negative_values
 from distloop.tasks.core.errors import BrokerUnavailable, DistloopError
+from distloop.tasks.core.settings import Settings
 
 #: Subcommand modules; each has ``NAME``, ``add_arguments(parser)`` and ``main(args) -> int``.
 COMMANDS = (
@@ -41,12 +43,20 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> tuple[ArgumentParser, dict[str, Any]]:
+def build_parser(only: str | None = None) -> tuple[ArgumentParser, dict[str, Any]]:
+    """The parser of every subcommand; with ``only`` (a subcommand's name), that one's arguments alone.
+
+    Each subcommand's module is imported to add its arguments. ``distloop run`` imports
+    ``run``'s alone (the others get an empty parser): the embedded cluster starts sooner.
+    """
     parser = ArgumentParser(prog="distloop", description="Run a Python loop on many cores and many machines.")
     parser.add_argument("--version", action="version", version=f"distloop {distloop.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     handlers = {}
     for name in COMMANDS:
+        if only is not None and name.rpartition(".")[2] != only:
+            sub.add_parser(name.rpartition(".")[2])  # never parsed: another subcommand runs
+            continue
         module = importlib.import_module(name)
         command = sub.add_parser(module.NAME, help=(module.__doc__ or "").splitlines()[0], description=module.__doc__)
         module.add_arguments(command)
@@ -60,8 +70,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; map every error to one line on stderr and an exit code."""
-    parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    try:  # a bad DISTLOOP_* variable: one line, before any module reads the environment on import
+        Settings.from_env()
+    except DistloopError as exc:
+        print(f"distloop: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    given = join_negative_values(sys.argv[1:] if argv is None else argv)
+    chosen = given[0] if given and given[0] in {name.rpartition(".")[2] for name in COMMANDS} else None
+    parser, handlers = build_parser(chosen)
+    args = parser.parse_args(given)
     # SIGTERM cleans up like Ctrl-C: every process we started is stopped by pid.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

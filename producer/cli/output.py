@@ -4,24 +4,64 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
 from distloop.api import JobReport
+from distloop.cli.options import kernel_devices
 from distloop.tasks.core import codec
 from distloop.tasks.core.errors import UsageError
 
 
 def open_output(path: str) -> IO[str]:
+    """Open ``--output`` for writing, or refuse it in one line before any work runs.
+
+    Refused: a missing folder, a directory, a file of the kernel's (``/proc``, ``/sys``:
+    writing results there would change the system, or fail), a FIFO nobody reads
+    (opening it would hang), and whatever refuses an empty write (``/dev/full``).
+    """
+    if not path.strip():
+        raise UsageError("--output must not be empty: give a file name")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"--output {path}: directory {folder} does not exist")
     try:
-        return open(path, "w", encoding="utf-8")
+        found = os.stat(path)
+    except FileNotFoundError:
+        found = None
     except OSError as exc:
         raise UsageError(f"--output {path}: {exc.strerror}") from None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    if found is not None:
+        if stat.S_ISDIR(found.st_mode):
+            raise UsageError(f"--output {path}: is a directory")
+        if found.st_dev in kernel_devices():
+            raise UsageError(f"--output {path}: is a kernel interface, not a file for results")
+        if stat.S_ISFIFO(found.st_mode):
+            flags |= os.O_NONBLOCK  # fails at once (ENXIO) when no process reads it
+    try:
+        probe = os.open(path, flags, 0o666)
+        try:
+            os.write(probe, b"")  # an empty write: what cannot take results fails here, not mid-job
+            return open(path, "w", encoding="utf-8")  # opened while the probe holds a FIFO's reader
+        finally:
+            os.close(probe)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise UsageError(f"--output {path}: a FIFO that no process reads") from None
+        raise UsageError(f"--output {path}: {exc.strerror}") from None
+
+
+def close_output(stream: IO[str]) -> None:
+    """Close ``--output``; what the last write could not flush is one line, not a traceback."""
+    try:
+        stream.close()
+    except OSError as exc:
+        raise UsageError(f"--output {stream.name}: {exc.strerror}") from None
 
 
 @contextlib.contextmanager

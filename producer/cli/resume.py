@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distloop.cli.options import check_url
 from distloop.cli.output import emit, open_output, stdout_to_stderr
+from distloop.cli.worker import pool_choices
 from distloop.progress import progress_for
 from distloop.resume import resume_job
 from distloop.tasks.core.settings import Settings
@@ -26,10 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forward-output", action=argparse.BooleanOptionalAction, default=None,
                         help="show what f prints or logs on the workers (default on)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--pool", choices=pool_choices(),
+                        help="the pool kind of the job's workers, as given to `run` (default prefork)")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(broker_url=args.broker, forward_output=args.forward_output)
+    settings = Settings.from_env(broker_url=check_url(args.broker), forward_output=args.forward_output, pool=args.pool)
     progress = progress_for(args.progress, total_items=0)
     try:
         with stdout_to_stderr(args.json):

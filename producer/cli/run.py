@@ -10,11 +10,13 @@ import sys
 
 from distloop.api import run_job
 from distloop.backends import BACKEND_NAMES
-from distloop.cli.output import emit, open_output, stdout_to_stderr
+from distloop.cli.options import check_url, positive_seconds
+from distloop.cli.output import close_output, emit, open_output, stdout_to_stderr
+from distloop.cli.worker import pool_choices
 from distloop.progress import progress_for
-from distloop.ranges import parse_range
+from distloop.ranges import parse_range, range_length
 from distloop.tasks.core import defaults
-from distloop.tasks.core.errors import ChunkFailed
+from distloop.tasks.core.errors import ChunkFailed, UsageError
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ON_ERROR, REDUCERS
 
@@ -23,15 +25,18 @@ NAME = "run"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="TARGET", help="module:function or path/to/script.py:function")
-    parser.add_argument("--range", required=True, metavar="START:STOP[:STEP]", dest="range_text")
+    parser.add_argument("--range", required=True, metavar="START:STOP[:STEP]", dest="range_text",
+                        help="as Python's range; a negative START may follow a space: --range -5:5:2")  # fmt: skip
     parser.add_argument(
         "--backend", default="celery", choices=BACKEND_NAMES, help="where the loop runs (default celery)"
     )
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per core; at most 16 per CPU)")
     parser.add_argument("--chunk-size", default="auto", help="items per chunk, or 'auto' (default)")
     parser.add_argument("--reduce", choices=tuple(REDUCERS), help="combine results on the workers")
     parser.add_argument("--output", metavar="FILE", help="write results as JSON Lines, in loop order")
     parser.add_argument("--broker", help="Redis URL of running workers (default: an embedded cluster)")
+    parser.add_argument("--embedded", action="store_true",
+                        help="an embedded cluster even if `distloop up` runs (as DISTLOOP_STANDING=0)")  # fmt: skip
     parser.add_argument("--on-error", default="raise", choices=ON_ERROR,
                         help="stop at the first failing item, or run them all (default raise)")  # fmt: skip
     parser.add_argument(
@@ -40,9 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="per chunk: an item still running after SECONDS is reported failed (celery backend)",
     )
+    parser.add_argument("--io-concurrency", type=int, metavar="N",
+                        help="async def targets: items awaited at once per worker process (default "
+                        f"DISTLOOP_IO_CONCURRENCY, else {defaults.IO_CONCURRENCY}; "
+                        f"at most {defaults.MAX_IO_CONCURRENCY})")  # fmt: skip
+    parser.add_argument("--pool", choices=pool_choices(),
+                        help="celery backend: the workers' pool kind; threads/gevent for blocking I/O"
+                        " (queue distloop.<pool>; embedded cluster: a threads worker)")  # fmt: skip
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress on stderr: a bar on a terminal, else plain lines (default on)")  # fmt: skip
-    parser.add_argument("--progress-every", type=float, default=defaults.PROGRESS_INTERVAL, metavar="SECONDS",
+    parser.add_argument("--progress-every", type=positive_seconds, default=defaults.PROGRESS_INTERVAL,
+                        metavar="SECONDS",
                         help=f"seconds between plain progress lines ({defaults.PROGRESS_INTERVAL:g})")  # fmt: skip
     parser.add_argument("--forward-output", action=argparse.BooleanOptionalAction, default=None,
                         help="show what f prints or logs on Celery workers, as [host:pid] line "
@@ -52,15 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     items = parse_range(args.range_text)
-    settings = Settings.from_env(broker_url=args.broker, forward_output=args.forward_output)
-    output = open_output(args.output) if args.output else None
-    progress = progress_for(args.progress, total_items=len(items), every=args.progress_every)
+    if args.reduce and args.output is not None:  # the file would stay empty, and the value be lost
+        raise UsageError("--reduce gives one value, printed on stdout: leave out --output (or --reduce)")
+    settings = Settings.from_env(broker_url=check_url(args.broker), forward_output=args.forward_output)
+    if args.embedded:
+        settings = settings.replace(standing=False)
+    output = open_output(args.output) if args.output is not None else None
+    progress = progress_for(args.progress, total_items=range_length(items), every=args.progress_every)
     try:
         with stdout_to_stderr(args.json):
             report = run_job(
                 args.target, items, backend=args.backend, reduce=args.reduce, chunk_size=args.chunk_size,
                 workers=args.workers, on_error=args.on_error, settings=settings, output=output,
-                progress=progress, timeout=args.timeout,
+                progress=progress, timeout=args.timeout, io_concurrency=args.io_concurrency, pool=args.pool,
             )  # fmt: skip
     except ChunkFailed as exc:
         if exc.remote_traceback:
@@ -68,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
         raise
     finally:
         if output is not None:
-            output.close()
+            close_output(output)
         if progress is not None:
             progress.close()
     emit(args, report)

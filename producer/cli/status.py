@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+from distloop.cli.options import check_url
 from distloop.status import collect
 from distloop.tasks.core.settings import Settings
 
@@ -53,6 +54,6 @@ def render(status: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    status = collect(Settings.from_env(broker_url=args.broker), args.job)
+    status = collect(Settings.from_env(broker_url=check_url(args.broker)), args.job)
     print(json.dumps(status) if args.json else render(status))
     return 0

@@ -1,30 +1,30 @@
-"""Explicit calls ``f(*args, **kwargs)`` on a backend, each with its own Future.
+"""Explicit calls ``f(*args, **kwargs)`` on a backend: the one engine under the facades.
 
-The one engine under the Executor, Pool and joblib facades. It uses the same
+The Executor, Pool and joblib facades use the same
 :class:`~distloop.backends.base.Backend` interface and the same chunk kernel as
 ``distloop run``: a chunk carries explicit calls instead of a range::
 
-    submit_calls (any thread)              collector thread (the only one touching the backend)
-    -------------------------              --------------------------------------------------
-    name f (distloop.tasks.targets.target_of)
-    encode args (distloop.tasks.core.codec)
-    chunk: calls + one Future per call
-           |
-           v
-    pending (cancellable)  --- window --->  backend.open_job(job)   (one job per function)
-                                            backend.submit(job, [ChunkSpec(calls=...)])
-                                            Futures marked running
-                                            backend.wait(job) -> ChunkResult
-    Future.result()        <--------------  each item's value, or its error (position in chunk)
+    any thread                                  collector thread (the only one touching the backend)
+    ----------                                  --------------------------------------------------
+    submit(f, x): name f, encode x, a Future;
+      appended to f's open batch  ---+
+    map(f, xs): encode xs at once,   |-- queue -->  cut chunks within the window:
+      chunks sized by sizing.py,     |              submits of a function whose calls are short
+      one CallBatch                --+              coalesce into one message; backend.submit
+                                                    backend.wait -> ChunkResult
+    Future.result() / CallBatch.wait()  <-------   the chunk's receiver: a Future per call, or
+                                                    the batch's values kept per chunk
 
-Chunks wait locally until fewer than ``window`` are in flight, so a Future that
+Chunks wait locally until fewer than ``window`` are in flight, so a call that
 has not been sent can still be cancelled, as in ``concurrent.futures``.
+Submitted calls of a function join one message only once that function's
+measured cost per call says they are short; until then (and for long calls)
+each is its own message, run in parallel as the standard library's pools run them.
 """
 
 from __future__ import annotations
 
 import atexit
-import itertools
 import math
 import threading
 import time
@@ -36,34 +36,29 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from distloop.assemble import fatal_error
 from distloop.backends.base import Backend, JobSpec
 from distloop.dispatch import resend_lost
-from distloop.facades.call_errors import call_error, describe, encode_call, name_of
-from distloop.tasks.core import codec, defaults
-from distloop.tasks.core.errors import (
-    BrokerUnavailable,
-    DistloopError,
-)
-from distloop.tasks.kernel import ChunkResult, ChunkSpec
+from distloop.facades.batch import CallBatch, Chunk, FutureCalls, encode_call, encode_calls, encode_each
+from distloop.facades.call_errors import name_of
+from distloop.sizing import auto_chunk_size
+from distloop.tasks.core import defaults
+from distloop.tasks.core.errors import BrokerUnavailable, DistloopError, InitializerFailed
+from distloop.tasks.kernel import ChunkResult
 
-#: Seconds the collector waits for results before looking at new submissions again.
+#: Seconds the collector waits for results before looking at new submissions again;
+#: submissions arriving meanwhile coalesce.
 POLL_SECONDS = 0.05
 
 Call = tuple[Sequence[Any], dict[str, Any]]
 
 
-def pool_chunksize(items: int, workers: int) -> int:
-    """``multiprocessing.Pool``'s rule: about four chunks per worker process."""
-    return max(1, math.ceil(items / (defaults.MIN_CHUNKS_PER_WORKER * max(1, workers))))
+@dataclass(eq=False)
+class _Pending:
+    """Submitted calls of one function not sent yet, in order, each with its Future."""
 
-
-@dataclass
-class _Chunk:
     job: JobSpec
-    calls: list[Any]  # encoded [args, kwargs] per call
-    futures: list[Future[Any]]
-    index: int = -1
+    calls: list[Any] = field(default_factory=list)
+    futures: list[Future[Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -76,17 +71,33 @@ class _Jobs:
 
 
 class CallDispatcher:
-    """Runs calls on ``backend`` from a collector thread; completes a Future per call."""
+    """Runs calls on ``backend`` from a collector thread.
 
-    def __init__(self, backend: Backend, *, own_backend: bool = True, window: int | None = None) -> None:
+    ``init``: the initializer's wire form (``distloop.tasks.initializer``), sent with every chunk.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        own_backend: bool = True,
+        window: int | None = None,
+        init: dict[str, Any] | None = None,
+    ) -> None:
         self.backend = backend
         self.own_backend = own_backend
         self.window = window or 2 * backend.workers
+        self.init = init
+        self.pool_id = init["pool"] if init else uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._pending: deque[_Chunk] = deque()
-        self._in_flight: dict[tuple[str, int], _Chunk] = {}
+        self._queue: deque[_Pending | Chunk] = deque()
+        self._open: dict[str, _Pending] = {}
+        self._in_flight: dict[tuple[str, int], Chunk] = {}
+        self._unsent: list[Chunk] = []  # in flight (counted, not cancellable), for the collector to send
         self._jobs = _Jobs()
+        self._names: dict[Callable[..., Any], str] = {}
+        self._cost: dict[str, float] = {}  # seconds per call, by target, from finished chunks
         self._closing = False
         self._terminating = False
         self._broken: BaseException | None = None
@@ -96,34 +107,125 @@ class CallDispatcher:
 
     # -- any thread ---------------------------------------------------------
 
-    def submit_calls(self, fn: Callable[..., Any], calls: Iterable[Call], chunksize: int = 1) -> list[Future[Any]]:
-        """Queue ``fn``'s calls in chunks of ``chunksize``; one Future per call, in order."""
-        if chunksize < 1:
-            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
-        target = name_of(fn)
-        chunks: list[_Chunk] = []
-        futures: list[Future[Any]] = []
-        calls = iter(calls)
-        position = 0
-        while batch := list(itertools.islice(calls, chunksize)):
-            encoded = []
-            for args, kwargs in batch:
-                encoded.append(encode_call(target, args, kwargs, position))
-                position += 1
-            chunk = _Chunk(self._job_for(target), encoded, [Future() for _ in batch])
-            chunks.append(chunk)
-            futures.extend(chunk.futures)
+    def job_for(self, fn: Callable[..., Any]) -> JobSpec:
+        """The job that runs ``fn``'s calls (one per function)."""
+        try:
+            target = self._names.get(fn)
+        except TypeError:  # an unhashable callable: name_of says why it cannot travel
+            target = name_of(fn)
+        if target is None:
+            target = name_of(fn)
+            self._names[fn] = target
+        with self._lock:
+            return self._job_locked(target)
+
+    def _job_locked(self, target: str) -> JobSpec:
+        job = self._jobs.by_target.get(target)
+        if job is None:
+            job = JobSpec(uuid.uuid4().hex[:12], target, None, "collect", meta={"facade": "calls"})
+            self._jobs.by_target[target] = job
+        return job
+
+    def cost(self, target: str) -> float:
+        """Measured seconds per call of ``target`` (0.0: not measured yet)."""
+        return self._cost.get(target, 0.0)
+
+    def submit(self, fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Future[Any]:
+        """Queue one call; its Future. Calls of one function wait together until the collector cuts chunks."""
+        job = self.job_for(fn)
+        call = encode_call(job.target, args, kwargs, 0)
+        future: Future[Any] = Future()
         with self._lock:
             self._check_open()
-            self._pending.extend(chunks)
-            self._wake.notify_all()
+            if not self._queue and len(self._in_flight) < self.window:
+                # A free slot and nothing waiting: this call is sent as it is, as the standard
+                # library's pools move a call to their workers' queue while it has room.
+                future.set_running_or_notify_cancel()
+                self._start_locked(Chunk(job, FutureCalls([future]), calls=[call]))
+                self._wake.notify_all()
+                return future
+            pending = self._open.get(job.target)
+            if pending is None:
+                pending = self._open[job.target] = _Pending(job)
+                self._queue.append(pending)
+                self._wake.notify_all()
+            pending.calls.append(call)
+            pending.futures.append(future)
+        return future
+
+    def submit_calls(self, fn: Callable[..., Any], calls: Iterable[Call], chunksize: int = 1) -> list[Future[Any]]:
+        """Queue ``fn``'s calls in chunks of exactly ``chunksize``; one Future per call, in order."""
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+        job = self.job_for(fn)
+        encoded = encode_calls(job.target, list(calls))
+        chunks: list[Chunk] = []
+        futures: list[Future[Any]] = []
+        for start in range(0, len(encoded), chunksize):
+            part = encoded[start : start + chunksize]
+            own: list[Future[Any]] = [Future() for _ in part]
+            chunks.append(Chunk(job, FutureCalls(own), calls=part))
+            futures.extend(own)
+        self.add_chunks(chunks)
         return futures
+
+    def map_calls(
+        self,
+        fn: Callable[..., Any],
+        values: Sequence[Any],
+        *,
+        star: bool = False,
+        chunksize: int | None = None,
+        batch: CallBatch | None = None,
+        seal: bool = True,
+    ) -> CallBatch:
+        """Queue ``fn(x)`` (or ``fn(*x)`` with ``star``) for each of ``values``: chunks of one CallBatch.
+
+        Encoded in one go; ``chunksize`` calls per message, by default sized by
+        :func:`distloop.sizing.auto_chunk_size` from the function's measured cost (before
+        any is measured: about four chunks per worker process, ``multiprocessing``'s rule).
+        """
+        if chunksize is not None and chunksize < 1:
+            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+        job = self.job_for(fn)
+        batch = batch if batch is not None else CallBatch()
+        if star:
+            each, calls = None, encode_calls(job.target, [(tuple(args), {}) for args in values])
+        else:
+            each, calls = encode_each(job.target, values), None
+        size = chunksize or auto_chunk_size(len(values), self.cost(job.target), self.backend.workers)
+        chunks = [
+            batch.add(job, each=each[s : s + size] if each is not None else None,
+                      calls=calls[s : s + size] if calls is not None else None)
+            for s in range(0, len(values), size)
+        ]  # fmt: skip
+        self.add_chunks(chunks)
+        if seal:
+            batch.seal()
+        return batch
+
+    def add_chunks(self, chunks: list[Chunk]) -> None:
+        """Queue ready-made chunks (in order)."""
+        with self._lock:
+            self._check_open()
+            self._queue.extend(chunks)
+            self._wake.notify_all()
+
+    def withdraw(self, batch: CallBatch) -> None:
+        """Drop ``batch``'s chunks not sent yet (an abandoned ``map``), as cancelled Futures are."""
+        batch.cancelled = True
+        with self._lock:
+            dropped = [e for e in self._queue if isinstance(e, Chunk) and e.receiver is batch]
+            if dropped:
+                self._queue = deque(e for e in self._queue if not (isinstance(e, Chunk) and e.receiver is batch))
+        for chunk in dropped:
+            chunk.receiver.cancel(chunk)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         """No new calls; with ``cancel_futures`` drop those not sent yet; with ``wait`` block until done."""
         with self._lock:
             self._closing = True
-            dropped = self._take_pending() if cancel_futures else []
+            dropped = self._take_queue() if cancel_futures else []
             self._wake.notify_all()
         _cancel(dropped)
         if wait and threading.current_thread() is not self._thread:
@@ -133,31 +235,26 @@ class CallDispatcher:
         """Stop now: cancel what was not sent, drop the jobs on the workers, fail what was in flight."""
         with self._lock:
             self._closing = self._terminating = True
-            dropped = self._take_pending()
+            dropped = self._take_queue()
             self._wake.notify_all()
         _cancel(dropped)
         if threading.current_thread() is not self._thread:
             self._thread.join()
 
-    def _take_pending(self) -> list[_Chunk]:
+    def _take_queue(self) -> list[_Pending | Chunk]:
         # Cancelled outside the lock: done callbacks may submit again (imap).
-        chunks = list(self._pending)
-        self._pending.clear()
-        return chunks
+        entries = list(self._queue)
+        self._queue.clear()
+        self._open.clear()
+        return entries
 
     def _check_open(self) -> None:
         if self._broken is not None:
+            if isinstance(self._broken, InitializerFailed):
+                raise self._broken
             raise BrokerUnavailable(f"the executor is broken: {self._broken}")
         if self._closing:
             raise RuntimeError("cannot schedule new futures after shutdown")
-
-    def _job_for(self, target: str) -> JobSpec:
-        with self._lock:
-            job = self._jobs.by_target.get(target)
-            if job is None:
-                job = JobSpec(uuid.uuid4().hex[:12], target, None, "collect", meta={"facade": "calls"})
-                self._jobs.by_target[target] = job
-            return job
 
     # -- the collector thread -------------------------------------------------
 
@@ -166,11 +263,12 @@ class CallDispatcher:
         try:
             while True:
                 with self._lock:
-                    while not (self._pending or self._in_flight or self._closing):
+                    while not (self._queue or self._in_flight or self._unsent or self._closing):
                         self._wake.wait()
-                    if self._terminating or (self._closing and not self._pending and not self._in_flight):
+                    if self._terminating or (self._closing and not self._queue and not self._in_flight):
                         break
-                    batch = self._take_sendable()
+                    batch, dropped = self._take_sendable()
+                _cancel(dropped)
                 self._send(batch)
                 self._collect()
                 if time.monotonic() >= next_check:
@@ -181,63 +279,120 @@ class CallDispatcher:
         finally:
             self._release()
 
-    def _take_sendable(self) -> list[_Chunk]:
-        """Chunks to send now (within the window), their Futures marked running; cancelled calls dropped."""
-        batch: list[_Chunk] = []
-        while self._pending and len(self._in_flight) + len(batch) < self.window:
-            chunk = self._pending.popleft()
-            keep = [n for n, f in enumerate(chunk.futures) if f.set_running_or_notify_cancel()]
-            if not keep:
-                continue
-            if len(keep) < len(chunk.futures):
-                chunk = _Chunk(chunk.job, [chunk.calls[n] for n in keep], [chunk.futures[n] for n in keep])
-            target = chunk.job.target
-            chunk.index = self._jobs.next_index.get(target, 0)
-            self._jobs.next_index[target] = chunk.index + 1
-            self._in_flight[(chunk.job.job_id, chunk.index)] = chunk
-            batch.append(chunk)
-        return batch
+    def _coalesce(self, target: str, waiting: int) -> int:
+        """How many submitted calls of ``target`` go in the next message.
 
-    def _send(self, batch: list[_Chunk]) -> None:
+        One until a call of it has been timed; then what runs in about
+        ``TARGET_CHUNK_SECONDS``, spread over the worker processes.
+        """
+        cost = self._cost.get(target, 0.0)
+        if cost <= 0:
+            return 1
+        by_time = max(1, int(defaults.TARGET_CHUNK_SECONDS / cost))
+        return max(1, min(by_time, math.ceil(waiting / max(1, self.backend.workers))))
+
+    def _start_locked(self, chunk: Chunk) -> None:
+        """Give ``chunk`` its index and count it in flight; the collector sends it next."""
+        target = chunk.job.target
+        index = self._jobs.next_index.get(target, 0)
+        self._jobs.next_index[target] = index + 1
+        chunk.to_spec(index, self.init)
+        self._in_flight[(chunk.job.job_id, index)] = chunk
+        self._unsent.append(chunk)
+
+    def _take_sendable(self) -> tuple[list[Chunk], list[Chunk]]:
+        """Chunks to send now (within the window), and those all of whose calls were cancelled."""
+        dropped: list[Chunk] = []
+        while self._queue and len(self._in_flight) < self.window:
+            entry = self._queue[0]
+            if isinstance(entry, _Pending):
+                n = self._coalesce(entry.job.target, len(entry.calls))
+                chunk = Chunk(entry.job, FutureCalls(entry.futures[:n]), calls=entry.calls[:n])
+                del entry.calls[:n], entry.futures[:n]
+                if not entry.calls:
+                    self._queue.popleft()
+                    if self._open.get(entry.job.target) is entry:
+                        del self._open[entry.job.target]
+            else:
+                self._queue.popleft()
+                chunk = entry
+            if chunk.receiver.start(chunk) is None:
+                dropped.append(chunk)
+                continue
+            self._start_locked(chunk)
+        batch, self._unsent = self._unsent, []
+        return batch, dropped
+
+    def _send(self, batch: list[Chunk]) -> None:
+        by_job: dict[str, list[Chunk]] = {}
         for chunk in batch:
-            if chunk.job.job_id not in self._jobs.opened:
-                self.backend.open_job(chunk.job)
-                self._jobs.opened.add(chunk.job.job_id)
-            self.backend.submit(chunk.job, [ChunkSpec(index=chunk.index, calls=chunk.calls)])
+            by_job.setdefault(chunk.job.job_id, []).append(chunk)
+        for chunks in by_job.values():
+            job = chunks[0].job
+            if job.job_id not in self._jobs.opened:
+                self.backend.open_job(job)
+                self._jobs.opened.add(job.job_id)
+            self.backend.submit(job, [c.spec for c in chunks if c.spec is not None])
 
     def _collect(self) -> None:
         with self._lock:
-            jobs = {c.job.job_id: c.job for c in self._in_flight.values()}
+            # (Only jobs opened: a chunk submitted meanwhile is counted in flight before it is sent.)
+            jobs = {c.job.job_id: c.job for c in self._in_flight.values() if c.job.job_id in self._jobs.opened}
+            room = bool(self._unsent) or (bool(self._queue) and len(self._in_flight) < self.window)
         if not jobs:
             return
-        timeout = max(0.01, POLL_SECONDS / len(jobs))
+        # New work arrived while sending and there is room: only glance at the results.
+        timeout = 0.005 if room else max(0.01, POLL_SECONDS / len(jobs))
         for job in jobs.values():
             for result in self.backend.wait(job, timeout):
                 with self._lock:
                     chunk = self._in_flight.pop((job.job_id, result.index), None)
-                if chunk is not None:  # None: a duplicate delivery, already counted
-                    _complete(chunk, result)
+                    if chunk is not None:
+                        self._observe(job.target, result)
+                if chunk is None:  # a duplicate delivery, already counted
+                    continue
+                chunk.receiver.finish(chunk, result)
+                if result.fatal and result.fatal.get("kind") == "initializer":
+                    self._break(InitializerFailed(result.fatal["message"]))
+
+    def _observe(self, target: str, result: ChunkResult) -> None:
+        """Fold a chunk's timing into the function's cost per call (recent chunks weigh most)."""
+        if result.items and result.seconds > 0:
+            latest = result.seconds / result.items
+            old = self._cost.get(target, 0.0)
+            self._cost[target] = latest if old <= 0 else 0.5 * old + 0.5 * latest
+
+    def _break(self, exc: BaseException) -> None:
+        """The pool is broken (its initializer failed): what waits fails with ``exc``, new calls are refused."""
+        with self._lock:
+            self._broken = exc
+            entries = self._take_queue()
+            in_flight = list(self._in_flight.values())
+            self._in_flight.clear()  # their results, if any come, are ignored
+            self._unsent.clear()
+        for entry in entries:
+            _fail(entry, exc)
+        for chunk in in_flight:
+            chunk.receiver.fail(chunk, exc)
 
     def _resend_lost(self) -> None:
         """Send again the chunks a dead worker, a restarted Redis or an expired ledger lost (as run_chunks does)."""
         with self._lock:
-            by_job: dict[str, list[_Chunk]] = {}
+            by_job: dict[str, list[Chunk]] = {}
             for chunk in self._in_flight.values():
                 by_job.setdefault(chunk.job.job_id, []).append(chunk)
         for chunks in by_job.values():
-            resend_lost(self.backend, chunks[0].job, {c.index: ChunkSpec(index=c.index, calls=c.calls) for c in chunks})
+            resend_lost(self.backend, chunks[0].job, {c.index: c.spec for c in chunks if c.spec is not None})
 
     def _fail_everything(self, exc: BaseException) -> None:
         with self._lock:
             self._broken = exc
-            chunks = list(self._pending) + list(self._in_flight.values())
-            self._pending.clear()
+            entries: list[_Pending | Chunk] = [*self._take_queue(), *self._in_flight.values()]
             self._in_flight.clear()
+            self._unsent.clear()
         error = exc if isinstance(exc, DistloopError) else BrokerUnavailable(f"the executor failed: {exc!r}")
-        for chunk in chunks:
-            for future in chunk.futures:
-                if not future.done():
-                    future.set_exception(error)
+        for entry in entries:
+            _fail(entry, error)
 
     def _release(self) -> None:
         """Close the jobs (and the backend if ours); calls still in flight fail (terminate)."""
@@ -246,9 +401,7 @@ class CallDispatcher:
             self._in_flight.clear()
             self._closing = True
         for chunk in in_flight:
-            for future in chunk.futures:
-                if not future.done():
-                    future.set_exception(DistloopError(f"{chunk.job.target}: terminated before it finished"))
+            chunk.receiver.fail(chunk, DistloopError(f"{chunk.job.target}: terminated before it finished"))
         try:
             for job in self._jobs.by_target.values():
                 if job.job_id in self._jobs.opened:
@@ -261,30 +414,22 @@ class CallDispatcher:
             _live.discard(self)
 
 
-def _cancel(chunks: list[_Chunk]) -> None:
-    for chunk in chunks:
-        for future in chunk.futures:
-            future.cancel()
-
-
-def _complete(chunk: _Chunk, result: ChunkResult) -> None:
-    """Settle each call's Future from its chunk's result."""
-    if result.fatal:
-        error = fatal_error(result.fatal)
-        for future in chunk.futures:
-            future.set_exception(error)
-        return
-    errors = {e["index"]: e for e in result.errors}
-    values = result.values or []
-    for position, future in enumerate(chunk.futures):
-        if position in errors:
-            args, kwargs = chunk.calls[position]
-            call = describe(chunk.job.target, codec.decode(args), codec.decode(kwargs))
-            future.set_exception(call_error(errors[position], call, chunk.job.target))
-        elif position < len(values):
-            future.set_result(codec.decode(values[position]))
+def _cancel(entries: Sequence[_Pending | Chunk]) -> None:
+    for entry in entries:
+        if isinstance(entry, _Pending):
+            for future in entry.futures:
+                future.cancel()
         else:
-            future.set_exception(DistloopError(f"{chunk.job.target}: the worker returned no result for this call"))
+            entry.receiver.cancel(entry)
+
+
+def _fail(entry: _Pending | Chunk, exc: BaseException) -> None:
+    if isinstance(entry, _Pending):
+        for future in entry.futures:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(exc)
+    else:
+        entry.receiver.fail(entry, exc)
 
 
 _live: weakref.WeakSet[CallDispatcher] = weakref.WeakSet()

@@ -19,7 +19,9 @@ from typing import Any
 
 from distloop.backends import get_backend
 from distloop.backends.base import Backend
-from distloop.facades.calls import Call, CallDispatcher, pool_chunksize
+from distloop.facades.batch import CallBatch
+from distloop.facades.calls import CallDispatcher
+from distloop.facades.constructor import check_count, check_max_tasks, initializer_spec, mp_context_ignored
 from distloop.tasks.core.settings import Settings
 
 
@@ -29,17 +31,27 @@ def make_backend(
     settings: Settings | None,
     backend: str | Backend,
     forward_output: bool | None = None,
+    *,
+    max_tasks_per_child: int | None = None,
+    allow: tuple[str, ...] = (),
 ) -> tuple[Backend, bool]:
-    """The started backend a facade runs on, and whether the facade owns it."""
+    """The started backend a facade runs on, and whether the facade owns it.
+
+    ``max_tasks_per_child`` reaches the workers this facade starts (the embedded
+    cluster); workers started by someone else keep their own ``--max-tasks-per-child``.
+    ``allow``: modules the embedded cluster must allow from the start (the initializer's).
+    """
     if isinstance(backend, Backend):
         return backend, False
     settings = settings or Settings.from_env()
     if broker is not None:
         settings = settings.replace(broker_url=broker)
+    if max_tasks_per_child is not None:
+        settings = settings.replace(max_tasks_per_child=max_tasks_per_child)
     if forward_output is not None:
         settings = settings.replace(forward_output=forward_output)
     engine = get_backend(backend, settings, workers)
-    engine.start()
+    engine.start(allow)
     return engine, True
 
 
@@ -49,6 +61,13 @@ class CeleryExecutor(Executor):
     ``max_workers``: with no broker configured, how many worker processes the
     embedded cluster starts (default: one per core); with a broker, how many
     calls may run at once (default: every worker process serving it).
+    ``initializer(*initargs)`` runs once in each worker process before its first
+    call of this executor (it travels by name, like the calls: a module-level
+    function of an allowed module; ``initargs`` as JSON). ``max_tasks_per_child``:
+    chunks a worker process runs before it is replaced; applied to the embedded
+    cluster, while workers you start keep their own ``--max-tasks-per-child``.
+    ``mp_context`` is accepted and ignored: worker processes are started by the
+    Celery workers (prefork), not by this process.
     ``broker`` (or ``DISTLOOP_BROKER_URL``) names the Redis the workers serve;
     ``settings`` gives every other option; ``backend`` runs the same calls on
     ``"process"``, ``"thread"`` or ``"serial"`` for comparison. What the calls print or
@@ -59,16 +78,25 @@ class CeleryExecutor(Executor):
     def __init__(
         self,
         max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
         *,
+        max_tasks_per_child: int | None = None,
         broker: str | None = None,
         settings: Settings | None = None,
         backend: str | Backend = "celery",
         forward_output: bool | None = None,
     ) -> None:
-        if max_workers is not None and max_workers <= 0:
-            raise ValueError("max_workers must be greater than 0")
-        engine, owned = make_backend(max_workers, broker, settings, backend, forward_output)
-        self._dispatcher = CallDispatcher(engine, own_backend=owned)
+        check_count(max_workers, "max_workers must be greater than 0")
+        mp_context_ignored(mp_context)
+        check_max_tasks(max_tasks_per_child, "max_tasks_per_child must be >= 1")
+        init = initializer_spec(initializer, initargs)
+        allow = (init["target"].rpartition(":")[0],) if init else ()
+        engine, owned = make_backend(
+            max_workers, broker, settings, backend, forward_output, max_tasks_per_child=max_tasks_per_child, allow=allow
+        )
+        self._dispatcher = CallDispatcher(engine, own_backend=owned, init=init)
 
     @property
     def workers(self) -> int:
@@ -76,8 +104,13 @@ class CeleryExecutor(Executor):
         return self._dispatcher.backend.workers
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        """Schedule ``fn(*args, **kwargs)`` on a worker (one message) and return its Future."""
-        return self._dispatcher.submit_calls(fn, [(args, kwargs)])[0]
+        """Schedule ``fn(*args, **kwargs)`` on a worker and return its Future.
+
+        Calls submitted while others are waiting to be sent travel together, once
+        calls of ``fn`` are known to be short (a few per message would otherwise
+        leave the workers waiting on the broker); long calls each go alone.
+        """
+        return self._dispatcher.submit(fn, args, kwargs)
 
     def submit_batch(
         self, fn: Callable[..., Any], calls: Iterable[tuple[Iterable[Any], dict[str, Any]]], chunksize: int = 1
@@ -97,34 +130,27 @@ class CeleryExecutor(Executor):
         The calls are submitted at once. Iterating raises a call's exception when
         its result is reached, and ``TimeoutError`` when a result is not there
         ``timeout`` seconds after this call. ``chunksize`` calls travel per
-        message; the default (``None``) uses ``multiprocessing.Pool``'s rule of
-        about four chunks per worker process, instead of one message per item.
+        message; the default (``None``) sizes messages from the function's measured
+        cost (about four per worker process at first), instead of one per item.
         """
         end = time.monotonic() + timeout if timeout is not None else None
-        calls: list[Call] = [(args, {}) for args in zip(*iterables, strict=False)]
-        size = chunksize if chunksize is not None else pool_chunksize(len(calls), self.workers)
-        futures = self._dispatcher.submit_calls(fn, calls, size)
-        return _results_in_order(futures, end)
+        if len(iterables) == 1:
+            batch = self._dispatcher.map_calls(fn, list(iterables[0]), chunksize=chunksize)
+        else:
+            batch = self._dispatcher.map_calls(fn, list(zip(*iterables, strict=False)), star=True, chunksize=chunksize)
+        return _results_in_order(self._dispatcher, batch, end)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no more calls; as in the standard library, then stop what this executor started."""
         self._dispatcher.shutdown(wait, cancel_futures)
 
 
-def _results_in_order(futures: list[Future[Any]], end: float | None) -> Iterator[Any]:
+def _results_in_order(dispatcher: CallDispatcher, batch: CallBatch, end: float | None) -> Iterator[Any]:
     # As concurrent.futures' own map: a generator, so that an abandoned or failed
-    # iteration cancels the calls not sent yet.
-    futures.reverse()
+    # iteration drops the calls not sent yet.
     try:
-        while futures:
-            yield _result_or_cancel(futures.pop(), None if end is None else end - time.monotonic())
+        for slot in range(batch.size):
+            batch.wait(slot, None if end is None else end - time.monotonic())
+            yield from batch.values(slot)
     finally:
-        for future in futures:
-            future.cancel()
-
-
-def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
-    try:
-        return future.result(timeout)
-    finally:
-        future.cancel()
+        dispatcher.withdraw(batch)

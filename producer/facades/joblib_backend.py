@@ -17,12 +17,13 @@ given to ``parallel_config(backend="distloop", ...)`` or to
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from distloop.facades.batch import CallBatch, encode_calls, encode_each
 from distloop.facades.executor import CeleryExecutor
+from distloop.tasks.core.defaults import MAX_STREAM_CHUNK, TARGET_CHUNK_SECONDS
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings
 
@@ -68,6 +69,7 @@ def register_joblib(
             self.options = {**defaults, **{k: v for k, v in options.items() if v is not None}}
             self.executor: CeleryExecutor | None = None
             self.own_executor = False
+            self.target = ""  # the function of the last batch sent
 
         def _executor(self) -> CeleryExecutor:
             if self.executor is None:
@@ -91,8 +93,19 @@ def register_joblib(
             self.parallel = parallel
             return self.effective_n_jobs(n_jobs)
 
+        def compute_batch_size(self) -> int:
+            # joblib times a batch's round trip, broker included, so tiny calls grow their
+            # batches by doubling only. The workers time the calls themselves: once they
+            # have, a batch holds about TARGET_CHUNK_SECONDS of work (joblib still splits
+            # the end of the input evenly over the workers).
+            theirs = int(super().compute_batch_size())
+            cost = self.executor._dispatcher.cost(self.target) if self.executor is not None else 0.0
+            if cost <= 0:
+                return theirs
+            return max(theirs, min(int(TARGET_CHUNK_SECONDS / cost), MAX_STREAM_CHUNK))
+
         def submit(self, func: Any, callback: Callable[[Any], None] | None = None) -> Future[Any]:
-            future = _submit_batch(self._executor(), func)
+            future, self.target = _submit_batch(self._executor(), func)
             if callback is not None:
                 future.add_done_callback(callback)
             return future
@@ -118,41 +131,30 @@ def register_joblib(
     joblib.register_parallel_backend(NAME, DistloopBackend)
 
 
-def _submit_batch(executor: CeleryExecutor, batch: Any) -> Future[list[Any]]:
-    """Send a joblib ``BatchedCalls`` (items of ``(func, args, kwargs)``) as chunks; one Future for its list."""
+def _submit_batch(executor: CeleryExecutor, batch: Any) -> tuple[Future[list[Any]], str]:
+    """Send a joblib ``BatchedCalls`` (items of ``(func, args, kwargs)``) as chunks: one Future for its
+    list, and the last function's target.
+
+    Consecutive calls of one function share a chunk; ``f(x)`` calls travel in
+    the compact one-argument form, the values encoded in one go.
+    """
     items = list(getattr(batch, "items", None) or [(batch, (), {})])
-    futures: list[Future[Any]] = []
+    dispatcher = executor._dispatcher
+    calls = CallBatch()
+    chunks = []
     start = 0
-    while start < len(items):  # consecutive calls of one function share a chunk
+    while start < len(items):
         func = items[start][0]
         stop = start
         while stop < len(items) and items[stop][0] is func:
             stop += 1
-        calls = [(args, kwargs) for _, args, kwargs in items[start:stop]]
-        futures.extend(executor.submit_batch(func, calls, chunksize=len(calls)))
+        run = items[start:stop]
+        job = dispatcher.job_for(func)
+        if all(len(args) == 1 and not kwargs for _, args, kwargs in run):
+            chunks.append(calls.add(job, each=encode_each(job.target, [args[0] for _, args, _ in run])))
+        else:
+            chunks.append(calls.add(job, calls=encode_calls(job.target, [(args, kwargs) for _, args, kwargs in run])))
         start = stop
-    return _gather(futures)
-
-
-def _gather(futures: list[Future[Any]]) -> Future[list[Any]]:
-    """One Future for the list of results; the first failure (in order) if any fails."""
-    combined: Future[list[Any]] = Future()
-    combined.set_running_or_notify_cancel()
-    left = [len(futures)]
-    lock = threading.Lock()
-
-    def one_done(_: Future[Any]) -> None:
-        with lock:
-            left[0] -= 1
-            if left[0]:
-                return
-        for future in futures:
-            error = future.exception() if not future.cancelled() else RuntimeError("the call was cancelled")
-            if error is not None:
-                combined.set_exception(error)
-                return
-        combined.set_result([f.result() for f in futures])
-
-    for future in futures:
-        future.add_done_callback(one_done)
-    return combined
+    dispatcher.add_chunks(chunks)
+    calls.seal()
+    return calls.future(), chunks[-1].job.target

@@ -13,18 +13,22 @@ yields in order and raises at the failing item, after which it can go on;
 ``get(timeout)`` raises ``multiprocessing.TimeoutError``; ``close()`` then
 ``join()`` waits for outstanding work; ``terminate()`` (and leaving a ``with``
 block) stops at once. ``chunksize`` items travel per message and run in the
-same worker process; by default ``map`` uses ``multiprocessing``'s rule (about
-four chunks per process).
+same worker process; by default ``map`` sizes messages from the function's
+measured cost (at first ``multiprocessing``'s rule, about four chunks per
+process), and so does ``imap`` (``multiprocessing``'s default there is 1: one
+message per item, far too slow across a broker; pass ``chunksize=1`` for that).
 """
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from distloop.facades.calls import Call, CallDispatcher, pool_chunksize
+from distloop.facades.calls import CallDispatcher
+from distloop.facades.constructor import check_count, check_max_tasks, initializer_spec, mp_context_ignored
 from distloop.facades.executor import make_backend
 from distloop.facades.pool_results import AsyncResult, Callback, IMapIterator
 from distloop.tasks.core.settings import Settings
@@ -35,23 +39,39 @@ class Pool:
 
     ``processes``: with no broker, how many worker processes the embedded
     cluster starts; with a broker, how many calls may run at once (default:
-    every worker process serving it). ``forward_output=False``: what the calls print
-    or log on the workers is not shown here.
+    every worker process serving it). ``initializer(*initargs)`` runs once in
+    each worker process before its first call of this pool (by name: a
+    module-level function of an allowed module; ``initargs`` as JSON).
+    ``maxtasksperchild``: chunks (``multiprocessing``'s tasks) a worker process runs
+    before it is replaced; applied to the embedded cluster, while workers you
+    start keep their own ``--max-tasks-per-child``. ``context`` is accepted and
+    ignored: worker processes are started by the Celery workers, not here.
+    ``forward_output=False``: what the calls print or log on the workers is not shown here.
     """
 
     def __init__(
         self,
         processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
         *,
         broker: str | None = None,
         settings: Settings | None = None,
         backend: str = "celery",
         forward_output: bool | None = None,
     ) -> None:
-        if processes is not None and processes < 1:
-            raise ValueError("Number of processes must be at least 1")
-        engine, owned = make_backend(processes, broker, settings, backend, forward_output)
-        self._dispatcher = CallDispatcher(engine, own_backend=owned)
+        self._state = "INIT"
+        check_count(processes, "Number of processes must be at least 1")
+        check_max_tasks(maxtasksperchild, "maxtasksperchild must be a positive int or None")
+        mp_context_ignored(context)
+        init = initializer_spec(initializer, initargs)
+        allow = (init["target"].rpartition(":")[0],) if init else ()
+        engine, owned = make_backend(
+            processes, broker, settings, backend, forward_output, max_tasks_per_child=maxtasksperchild, allow=allow
+        )
+        self._dispatcher = CallDispatcher(engine, own_backend=owned, init=init)
         self._state = "RUN"
         self._imaps: weakref.WeakSet[IMapIterator] = weakref.WeakSet()
 
@@ -64,10 +84,9 @@ class Pool:
         if self._state != "RUN":
             raise ValueError("Pool not running")
 
-    def _chunksize(self, chunksize: int | None, items: int) -> int:
-        if chunksize is None:
-            return pool_chunksize(items, self.processes)
-        if chunksize < 1:
+    @staticmethod
+    def _chunksize(chunksize: int | None) -> int | None:
+        if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize}")
         return chunksize
 
@@ -81,8 +100,8 @@ class Pool:
     ) -> AsyncResult:
         """Run ``func(*args, **kwds)`` on a worker; an :class:`AsyncResult` for its value."""
         self._check_running()
-        futures = self._dispatcher.submit_calls(func, [(tuple(args), dict(kwds or {}))])
-        return AsyncResult(futures, True, callback, error_callback)
+        future = self._dispatcher.submit(func, tuple(args), dict(kwds or {}))
+        return AsyncResult(future, True, callback, error_callback)
 
     def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
         """``func(*args, **kwds)`` on a worker, waiting for the result."""
@@ -98,9 +117,9 @@ class Pool:
     ) -> AsyncResult:
         """``[func(*args) for args in iterable]`` on the workers, asynchronously."""
         self._check_running()
-        calls: list[Call] = [(tuple(args), {}) for args in iterable]
-        size = self._chunksize(chunksize, len(calls))
-        return AsyncResult(self._dispatcher.submit_calls(func, calls, size), False, callback, error_callback)
+        size = self._chunksize(chunksize)
+        batch = self._dispatcher.map_calls(func, list(iterable), star=True, chunksize=size)
+        return AsyncResult(batch.future(), False, callback, error_callback)
 
     def map_async(
         self,
@@ -111,7 +130,10 @@ class Pool:
         error_callback: Callback = None,
     ) -> AsyncResult:
         """``[func(x) for x in iterable]`` on the workers, asynchronously."""
-        return self.starmap_async(func, ((x,) for x in iterable), chunksize, callback, error_callback)
+        self._check_running()
+        size = self._chunksize(chunksize)
+        batch = self._dispatcher.map_calls(func, list(iterable), chunksize=size)
+        return AsyncResult(batch.future(), False, callback, error_callback)
 
     def map(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None) -> list[Any]:
         """``[func(x) for x in iterable]`` on the workers, in order."""
@@ -123,18 +145,21 @@ class Pool:
         """``[func(*args) for args in iterable]`` on the workers, in order."""
         return self.starmap_async(func, iterable, chunksize).get()
 
-    def imap(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int = 1) -> IMapIterator:
+    def imap(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None) -> IMapIterator:
         """Results of ``func`` over ``iterable`` in order, as they become available."""
         return self._imap(func, iterable, chunksize, ordered=True)
 
-    def imap_unordered(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int = 1) -> IMapIterator:
+    def imap_unordered(
+        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> IMapIterator:
         """Results of ``func`` over ``iterable`` in the order they finish."""
         return self._imap(func, iterable, chunksize, ordered=False)
 
-    def _imap(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int, ordered: bool) -> IMapIterator:
+    def _imap(
+        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None, ordered: bool
+    ) -> IMapIterator:
         self._check_running()
-        size = self._chunksize(chunksize, 0)
-        iterator = IMapIterator(self._dispatcher, func, (((x,), {}) for x in iterable), size, ordered)
+        iterator = IMapIterator(self._dispatcher, func, iterable, self._chunksize(chunksize), ordered, self)
         self._imaps.add(iterator)
         return iterator
 
@@ -163,3 +188,9 @@ class Pool:
 
     def __exit__(self, *exc: object | TracebackType) -> None:
         self.terminate()  # as multiprocessing.Pool does
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        # As multiprocessing.Pool: a pool dropped while running is a leak worth a warning.
+        if getattr(self, "_state", None) == "RUN":
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
+            self._dispatcher.shutdown(wait=False)

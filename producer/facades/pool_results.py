@@ -1,25 +1,27 @@
 """What ``Pool``'s asynchronous methods return: ``AsyncResult`` and the ``imap`` iterator.
 
-Both sit on the per-call Futures of :mod:`distloop.facades.calls` and behave as their
-``multiprocessing.pool`` namesakes: callbacks run once the whole call is done,
-the first failing item in input order decides the error, and timeouts raise
-``multiprocessing.TimeoutError``.
+Both behave as their ``multiprocessing.pool`` namesakes: callbacks run once the
+whole call is done, the first failing item in input order decides the error, and
+timeouts raise ``multiprocessing.TimeoutError``. An ``AsyncResult`` sits on one
+Future (a call's, or a map's :class:`~distloop.facades.batch.CallBatch` future);
+the ``imap`` iterator reads a CallBatch chunk by chunk, with no Future per item.
 """
 
 from __future__ import annotations
 
 import itertools
 import multiprocessing
+import operator
 import sys
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures import wait as wait_futures
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from typing import Any
 
+from distloop.facades.batch import CallBatch, Outcome, item_exception
 from distloop.facades.calls import CallDispatcher
+from distloop.sizing import auto_chunk_size
+from distloop.tasks.core import defaults
 
 Callback = Callable[[Any], object] | None
 
@@ -28,39 +30,21 @@ class AsyncResult:
     """The result of an ``apply_async``/``map_async`` call (``multiprocessing.pool.AsyncResult``)."""
 
     def __init__(
-        self, futures: list[Future[Any]], single: bool, callback: Callback = None, error_callback: Callback = None
+        self, future: Future[Any], single: bool, callback: Callback = None, error_callback: Callback = None
     ) -> None:
-        self._futures = futures
+        self._future = future
         self._single = single
         self._callback = callback
         self._error_callback = error_callback
         self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._left = len(futures)
         self._value: Any = None
         self._error: BaseException | None = None
-        if not futures:
-            self._finish()
-        for future in futures:
-            future.add_done_callback(self._one_done)
+        future.add_done_callback(self._finish)
 
-    def _one_done(self, _: Future[Any]) -> None:
-        with self._lock:
-            self._left -= 1
-            last = self._left == 0
-        if last:
-            self._finish()
-
-    def _finish(self) -> None:
-        # The first failing item in input order decides, so the error does not depend on timing.
-        for future in self._futures:
-            error = _exception_of(future)
-            if error is not None:
-                self._error = error
-                break
-        else:
-            values = [f.result() for f in self._futures]
-            self._value = values[0] if self._single else values
+    def _finish(self, future: Future[Any]) -> None:
+        self._error = _exception_of(future)
+        if self._error is None:
+            self._value = future.result()
         try:
             if self._error is None and self._callback is not None:
                 self._callback(self._value)
@@ -101,88 +85,118 @@ def _exception_of(future: Future[Any]) -> BaseException | None:
 class IMapIterator:
     """What ``imap``/``imap_unordered`` return: an iterator with ``next(timeout)``.
 
-    The input is read lazily, in chunks, keeping enough of them in flight to
-    keep every worker busy, so an endless generator works as with ``multiprocessing``.
+    The input is read lazily, a chunk at a time, keeping enough chunks in flight
+    to keep every worker busy, so an endless generator works as with
+    ``multiprocessing``. Without ``chunksize``, chunks are sized from the input's
+    length (when it has one) and the function's measured cost.
     """
 
     def __init__(
-        self, dispatcher: CallDispatcher, func: Callable[..., Any], calls: Iterator[Any], chunksize: int, ordered: bool
+        self,
+        dispatcher: CallDispatcher,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        ordered: bool,
+        owner: object = None,
     ) -> None:
+        self._owner = owner  # the Pool: kept alive while its results are read, as in multiprocessing
         self._dispatcher = dispatcher
         self._func = func
-        self._calls = calls
+        self._job = dispatcher.job_for(func)
+        self._input = iter(iterable)
+        self._length = operator.length_hint(iterable, 0)
         self._chunksize = chunksize
         self._ordered = ordered
-        self._ahead = 2 * dispatcher.window  # chunks submitted and not finished yet
-        self._submitted: deque[list[Future[Any]]] = deque()
-        self._outstanding: list[Future[Any]] = []
-        self._lock = threading.Lock()
+        self._ahead = 2 * dispatcher.window  # chunks sent and not finished yet
+        self._batch = CallBatch()
+        self._batch.watch(self._chunk_done)
+        self._lock = threading.RLock()
         self._exhausted = False
         self._source_error: BaseException | None = None
+        self._slot = 0  # ordered: the chunk being read; unordered: unused
+        self._current: tuple[int, Outcome] | None = None  # the chunk being read and its outcome
+        self._position = 0
         self._fill()
 
-    def _fill(self, _: object = None) -> None:
-        """Submit more chunks (called on creation, on each ``next`` and when a chunk finishes)."""
+    def _size(self) -> int:
+        if self._chunksize is not None:
+            return self._chunksize
+        cost = self._dispatcher.cost(self._job.target)
+        if self._length:
+            return auto_chunk_size(self._length, cost, self._dispatcher.backend.workers)
+        if cost <= 0:
+            return defaults.PROBE_CHUNK_ITEMS
+        return max(1, min(int(defaults.TARGET_CHUNK_SECONDS / cost), defaults.MAX_STREAM_CHUNK))
+
+    def _fill(self) -> None:
+        """Send more chunks (on creation, on each ``next`` and when a chunk finishes)."""
         with self._lock:
-            while not self._exhausted and len(self._submitted) < self._ahead:
+            while not self._exhausted and self._batch.outstanding() < self._ahead:
+                size = self._size()
                 try:
-                    batch = list(itertools.islice(self._calls, self._chunksize))
+                    values = list(itertools.islice(self._input, size))
                 except Exception as exc:  # the input itself failed: raise it where it happened
-                    self._source_error, batch = exc, []
-                if len(batch) < self._chunksize:
+                    self._source_error, values = exc, []
+                if len(values) < size:
                     self._exhausted = True
-                if not batch:
-                    break
-                futures = self._dispatcher.submit_calls(self._func, batch, len(batch))
-                self._submitted.append(futures)
-                self._outstanding.extend(futures)
-                futures[-1].add_done_callback(self._chunk_done)
+                if values:
+                    self._dispatcher.map_calls(self._func, values, chunksize=len(values), batch=self._batch, seal=False)
+            if self._exhausted and not self._batch.sealed:
+                self._batch.seal()
 
     def submit_rest(self) -> None:
-        """Submit all the input that is left (the pool is closing: no later chance)."""
+        """Send all the input that is left (the pool is closing: no later chance)."""
         self._ahead = sys.maxsize
         self._fill()
 
-    def _chunk_done(self, _: Future[Any]) -> None:
-        with self._lock:
-            while self._submitted and all(f.done() for f in self._submitted[0]):
-                self._submitted.popleft()
+    def _chunk_done(self, _: int) -> None:
         try:
             self._fill()
         except RuntimeError:
-            pass  # the pool closed or terminated meanwhile: nothing more to submit
+            pass  # the pool closed or terminated meanwhile: nothing more to send
 
     def __iter__(self) -> IMapIterator:
         return self
 
     def next(self, timeout: float | None = None) -> Any:
         """The next result; ``multiprocessing.TimeoutError`` if none comes within ``timeout``."""
-        self._fill()
-        with self._lock:
-            outstanding = list(self._outstanding)
-        if not outstanding:
-            if self._source_error is not None:
-                source_error, self._source_error = self._source_error, None
-                raise source_error
-            raise StopIteration
-        if self._ordered:
-            future = outstanding[0]
-            try:
-                future.result(timeout)
-            except FutureTimeout:
-                raise multiprocessing.TimeoutError from None
-            except BaseException:
-                pass  # raised below, once the future is taken off the list
-        else:
-            done, _ = wait_futures(outstanding, timeout, return_when=FIRST_COMPLETED)
-            if not done:
-                raise multiprocessing.TimeoutError
-            future = next(f for f in outstanding if f in done)
-        with self._lock:
-            self._outstanding.remove(future)
-        error = _exception_of(future)
-        if error is not None:
-            raise error
-        return future.result()
+        while True:
+            if self._current is not None:
+                slot, outcome = self._current
+                if outcome.error is not None:
+                    self._current = None
+                    raise outcome.error
+                if self._position < len(outcome.values):
+                    position = self._position
+                    self._position += 1
+                    if position in outcome.errors:
+                        raise item_exception(self._batch.chunks[slot], position, outcome.errors[position])
+                    return outcome.values[position]
+                self._current = None
+            self._fill()
+            slot_or_none = self._next_slot(timeout)
+            if slot_or_none is None:
+                if self._source_error is not None:
+                    source_error, self._source_error = self._source_error, None
+                    raise source_error
+                raise StopIteration
+            self._current = (slot_or_none, self._batch.wait(slot_or_none))
+            self._position = 0
+
+    def _next_slot(self, timeout: float | None) -> int | None:
+        """The next chunk to read (waiting for it), None when there are no more."""
+        try:
+            if not self._ordered:
+                return self._batch.next_finished(timeout)
+            with self._lock:
+                known = self._batch.size
+            if self._slot >= known:
+                return None  # the input is exhausted (_fill ran just before) and every chunk read
+            self._batch.wait(self._slot, timeout)
+        except TimeoutError:
+            raise multiprocessing.TimeoutError from None
+        self._slot += 1
+        return self._slot - 1
 
     __next__ = next

@@ -73,11 +73,23 @@ MAX_WINDOW = 1024
 #: Seconds between plain progress lines when stderr is not a terminal (logs, CI).
 PROGRESS_INTERVAL = 10.0
 
+#: Where ``distloop up`` writes the full broker URL of its standing cluster (mode 600), and
+#: where ``distloop run`` and the facades look for one when no broker is configured.
+UP_ENV_FILE = "~/.distloop/up.env"
+
+#: Seconds a producer gives a standing cluster's Redis to answer PING before it starts
+#: an embedded cluster instead: it is on this host, so it answers in a millisecond or not at all.
+STANDING_PING_TIMEOUT = 0.5
+
 #: Seconds to wait for the embedded cluster (redis-server and workers) to be ready.
 STARTUP_TIMEOUT = 30.0
 
 #: Seconds a stopping process gets before it is killed.
 STOP_GRACE_SECONDS = 5.0
+
+#: Chunks whose thread used less CPU time than this share of their wall time are
+#: waiting work (I/O, sleeps): threads or awaited items, not cores, keep them busy.
+WAITING_CPU_SHARE = 0.5
 
 #: Guided sizing never makes a chunk shorter than this (seconds of work), so the
 #: shrinking tail does not drown in the 3-4 ms wait between chunks.
@@ -105,6 +117,24 @@ BROKER_OUTAGE_SECONDS = 30.0
 #: (stuck in C code) is killed by the hard limit.
 TIMEOUT_GRACE_SECONDS = 5.0
 
+#: Calls per message at most when ``imap`` reads an input of unknown length (a
+#: generator): enough that short calls are not dominated by the broker, few enough
+#: that results come back as the input is read.
+MAX_STREAM_CHUNK = 10_000
+
+#: Worker processes (or threads) one machine may be asked for: this many per CPU,
+#: and never more than MAX_WORKERS. A count far above the cores gains nothing, and
+#: an unchecked one (``--workers 100000``) forks until the machine stalls.
+WORKERS_PER_CPU = 16
+MAX_WORKERS = 1024
+
+#: Largest ``--chunk-size``: a chunk of more items cannot finish within the hard
+#: time limit (3000 s) unless each item takes under 3 ns, far less than any Python call.
+MAX_CHUNK_SIZE = 10**12
+
+#: Largest ``bench --repeat``: the medians of 100 rounds are as steady as they get.
+MAX_REPEAT = 100
+
 #: Forwarded output (what ``f`` prints or logs on a worker, shown by the producer): at
 #: most this many lines and bytes per chunk (then one marker line counts what was
 #: dropped) and per job (then one marker, and nothing more), so that a runaway print
@@ -118,3 +148,36 @@ OUTPUT_LINE_CHARS = 4_000
 #: A chunk that prints pushes its lines at least this often (seconds), so that a
 #: long chunk's output shows while it runs, not only at its end.
 OUTPUT_FLUSH_SECONDS = 0.5
+
+#: Items of an ``async def`` target awaited at once by one worker process (its event
+#: loop), ``--io-concurrency`` / DISTLOOP_IO_CONCURRENCY. 100 keeps a process's sockets
+#: and file descriptors well under the usual limit of 1024 while hiding a 20-100 ms
+#: wait behind 100 others; a job asks for more or less with the flag.
+IO_CONCURRENCY = 100
+
+#: The most a job may ask for: each pending item may hold a socket, and a process has
+#: 1024 file descriptors by default.
+MAX_IO_CONCURRENCY = 1000
+
+#: Threads of the thread backend when ``--workers`` is not given. Threads only pay off
+#: for waiting work (the GIL runs Python code one thread at a time), and a waiting item
+#: costs a thread almost nothing: 64, as ``ThreadPoolExecutor``'s users pick for I/O.
+#: The pool grows to it only as chunks wait (``ThreadPoolExecutor`` starts threads on
+#: demand), so a CPU-bound loop keeps about one thread per chunk in flight.
+THREAD_WORKERS = 64
+
+#: Pools a worker can run (``distloop worker --pool``). ``prefork``: one process per
+#: core, for CPU-bound work; ``threads`` (and ``gevent`` where it is installed): many
+#: waiting items per process, for blocking I/O. Each kind serves its own queue.
+POOLS = ("prefork", "threads", "gevent")
+
+#: The most threads or greenlets one ``threads``/``gevent`` worker runs.
+MAX_POOL_CONCURRENCY = 1000
+
+
+def queue_for(pool: str) -> str:
+    """The queue a pool kind's workers serve: :data:`QUEUE` for prefork, ``distloop.<pool>`` else.
+
+    CPU-bound and I/O-bound jobs share one Redis: each goes to workers of its kind.
+    """
+    return QUEUE if pool == "prefork" else f"{QUEUE}.{pool}"

@@ -7,6 +7,7 @@ Living in ``tasks`` (the lowest layer) lets workers and the producer share them.
 
 from __future__ import annotations
 
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
 
@@ -82,6 +83,16 @@ class CallFailed(ChunkFailed):
         super().__init__(call, exc_type, message, traceback)
         self.call = call
         self.args = (f"{call} raised {exc_type}: {message}",)
+
+
+class InitializerFailed(DistloopError, BrokenExecutor):
+    """A Pool's or Executor's ``initializer`` raised on a worker: the pool is broken.
+
+    As ``concurrent.futures``' ``BrokenProcessPool``: the calls waiting fail with it,
+    and new calls are refused. Also a ``concurrent.futures.BrokenExecutor``.
+    """
+
+    exit_code = 1
 
 
 class Interrupted(DistloopError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from distloop.tasks.core import defaults
-from distloop.tasks.core.tls import check_tls_url, strip_tls_query, tls_options
+from distloop.tasks.core.errors import UsageError
+from distloop.tasks.core.tls import check_tls_url, is_tls, strip_tls_query, tls_options
 
 ENV_BROKER = "DISTLOOP_BROKER_URL"
 ENV_RESULT = "DISTLOOP_RESULT_URL"
@@ -25,8 +27,14 @@ ENV_TLS_CERT = "DISTLOOP_TLS_CERT_FILE"
 ENV_TLS_KEY = "DISTLOOP_TLS_KEY_FILE"
 ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
+ENV_MAX_TASKS_PER_CHILD = "DISTLOOP_MAX_TASKS_PER_CHILD"
 ENV_FORWARD_OUTPUT = "DISTLOOP_FORWARD_OUTPUT"
 ENV_STRAGGLERS = "DISTLOOP_STRAGGLERS"
+#: A standing cluster (``distloop up``): where its environment file is, and ``0`` to never use one.
+ENV_ENV_FILE = "DISTLOOP_ENV_FILE"
+ENV_STANDING = "DISTLOOP_STANDING"
+ENV_IO_CONCURRENCY = "DISTLOOP_IO_CONCURRENCY"
+ENV_POOL = "DISTLOOP_POOL"
 #: Set by whoever starts a worker and waits for it (the embedded cluster): a file the
 #: worker creates once it consumes tasks.
 ENV_READY_FILE = "DISTLOOP_READY_FILE"
@@ -35,6 +43,50 @@ ENV_READY_FILE = "DISTLOOP_READY_FILE"
 def split_patterns(text: str | None) -> tuple[str, ...]:
     """Split a comma-separated allow-list into stripped, non-empty patterns."""
     return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+FLAG_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """A yes/no variable: unset or empty is ``default``; anything but 1/0, true/false, yes/no, on/off is refused."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text not in FLAG_VALUES:
+        raise UsageError(f"{name}={env[name]!r}: expected 1 or 0 (or true/false, yes/no, on/off)")
+    return FLAG_VALUES[text]
+
+
+def env_count(env: Mapping[str, str], name: str, most: int | None = None) -> int | None:
+    """A count variable, a whole number above 0 (and at most ``most``); None when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if most is not None and not 1 <= value <= most:
+        raise UsageError(f"{name}={env[name]!r}: expected a whole number from 1 to {most}")
+    if value < 1:
+        raise UsageError(f"{name}={env[name]!r}: expected a whole number above 0, such as 100")
+    return value
+
+
+def env_seconds(env: Mapping[str, str], name: str, whole: bool = False) -> float | None:
+    """A duration variable in seconds, above 0 (``whole``: an integer); None when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    expected = "a whole number of seconds above 0, such as 3600" if whole else "a number of seconds above 0"
+    try:
+        value = float(int(text)) if whole else float(text)
+    except ValueError:
+        raise UsageError(f"{name}={env[name]!r}: expected {expected}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{name}={env[name]!r}: expected {expected}")
+    return value
 
 
 def mask_url(url: str | None) -> str:
@@ -94,6 +146,9 @@ class Settings:
     #: cost a worker about 1 ms of CPU per chunk, and a monitor that wants them
     #: (Flower, ``distloop flower``) switches them on by remote control.
     task_events: bool = False
+    #: Chunks a worker's pool process runs before it is replaced (Celery's
+    #: ``worker_max_tasks_per_child``; ``Pool(maxtasksperchild=N)`` on the embedded cluster).
+    max_tasks_per_child: int | None = None
     #: Show on the producer's terminal what ``f`` prints or logs on Celery workers
     #: (``DISTLOOP_FORWARD_OUTPUT=0``, ``--no-forward-output`` or ``forward_output=False``
     #: turn it off; see :mod:`distloop.tasks.output`). A producer setting: each chunk's
@@ -103,6 +158,19 @@ class Settings:
     #: hosts (``DISTLOOP_STRAGGLERS=0`` turns both off; see :mod:`distloop.backends.stragglers`).
     #: A producer setting.
     stragglers: bool = True
+    #: Items of an ``async def`` target awaited at once per worker process
+    #: (``DISTLOOP_IO_CONCURRENCY``, ``--io-concurrency``). None: a job sends none, and
+    #: each worker uses its own setting, else :data:`defaults.IO_CONCURRENCY`.
+    io_concurrency: int | None = None
+    #: The workers' pool kind (``DISTLOOP_POOL``, ``--pool``): a worker serves that kind's
+    #: queue, a producer sends its chunks there (:func:`defaults.queue_for`).
+    pool: str = "prefork"
+    #: With no broker configured, use the standing cluster of ``env_file`` (``distloop up``)
+    #: when it answers and a worker serves it, instead of starting an embedded one
+    #: (``DISTLOOP_STANDING=0`` or ``--embedded``: always the embedded cluster).
+    standing: bool = True
+    #: The environment file ``distloop up`` writes and producers read (``DISTLOOP_ENV_FILE``).
+    env_file: str = defaults.UP_ENV_FILE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -112,22 +180,36 @@ class Settings:
             "broker_url": env.get(ENV_BROKER) or None,
             "result_url": env.get(ENV_RESULT) or None,
             "allow": split_patterns(env.get(ENV_ALLOW)),
-            "allow_from_store": env.get(ENV_ALLOW_FROM_STORE) == "1",
+            "allow_from_store": env_flag(env, ENV_ALLOW_FROM_STORE),
             "tls_ca_file": env.get(ENV_TLS_CA) or None,
             "tls_cert_file": env.get(ENV_TLS_CERT) or None,
             "tls_key_file": env.get(ENV_TLS_KEY) or None,
-            "tls_insecure": env.get(ENV_TLS_INSECURE, "").strip().lower() in ("1", "true", "yes"),
-            "task_events": env.get(ENV_TASK_EVENTS, "").strip().lower() in ("1", "true", "yes"),
-            "forward_output": env.get(ENV_FORWARD_OUTPUT, "").strip().lower() not in ("0", "false", "no", "off"),
-            "stragglers": env.get(ENV_STRAGGLERS, "").strip().lower() not in ("0", "false", "no", "off"),
+            "tls_insecure": env_flag(env, ENV_TLS_INSECURE),
+            "task_events": env_flag(env, ENV_TASK_EVENTS),
+            "forward_output": env_flag(env, ENV_FORWARD_OUTPUT, default=True),
+            "standing": env_flag(env, ENV_STANDING, default=True),
+            "env_file": env.get(ENV_ENV_FILE) or defaults.UP_ENV_FILE,
+            "stragglers": env_flag(env, ENV_STRAGGLERS, default=True),
         }
-        if env.get(ENV_TIME_LIMIT):
-            limit = float(env[ENV_TIME_LIMIT])
+        io_concurrency = env_count(env, ENV_IO_CONCURRENCY, defaults.MAX_IO_CONCURRENCY)
+        if io_concurrency is not None:
+            values["io_concurrency"] = io_concurrency
+        pool = env.get(ENV_POOL, "").strip()
+        if pool:
+            if pool not in defaults.POOLS:
+                raise UsageError(f"{ENV_POOL}={env[ENV_POOL]!r}: expected one of {', '.join(defaults.POOLS)}")
+            values["pool"] = pool
+        limit = env_seconds(env, ENV_TIME_LIMIT)
+        if limit is not None:
             values["chunk_time_limit"] = limit
             values["chunk_soft_time_limit"] = max(limit - 60.0, limit * 0.9)
             values["visibility_timeout"] = int(max(defaults.VISIBILITY_TIMEOUT, limit + 600))
-        if env.get(ENV_VISIBILITY):
-            values["visibility_timeout"] = int(env[ENV_VISIBILITY])
+        visibility = env_seconds(env, ENV_VISIBILITY, whole=True)
+        if visibility is not None:
+            values["visibility_timeout"] = int(visibility)
+        max_tasks = env_count(env, ENV_MAX_TASKS_PER_CHILD)
+        if max_tasks is not None:
+            values["max_tasks_per_child"] = max_tasks
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -142,6 +224,15 @@ class Settings:
     @property
     def effective_result_url(self) -> str:
         return self.result_url or self.effective_broker_url
+
+    @property
+    def effective_io_concurrency(self) -> int:
+        return self.io_concurrency or defaults.IO_CONCURRENCY
+
+    @property
+    def queue(self) -> str:
+        """The queue of this pool kind's workers."""
+        return defaults.queue_for(self.pool)
 
     @property
     def allowed_patterns(self) -> tuple[str, ...]:
@@ -162,6 +253,12 @@ class Settings:
             env[ENV_TLS_INSECURE] = "1"
         if self.task_events:
             env[ENV_TASK_EVENTS] = "1"
+        if self.io_concurrency:
+            env[ENV_IO_CONCURRENCY] = str(self.io_concurrency)
+        if self.pool != "prefork":
+            env[ENV_POOL] = self.pool
+        if self.max_tasks_per_child:
+            env[ENV_MAX_TASKS_PER_CHILD] = str(self.max_tasks_per_child)
         return env
 
     def check_tls(self) -> None:
@@ -173,6 +270,12 @@ class Settings:
         tls_files = bool(self.tls_ca_file or self.tls_cert_file or self.tls_key_file)
         for url in {self.effective_broker_url, self.effective_result_url}:
             check_tls_url(url, self.tls_insecure, tls_files)
+        if any(is_tls(url) for url in (self.effective_broker_url, self.effective_result_url)):
+            # Only where TLS is used: the embedded cluster's plain redis:// leaves them aside.
+            for name, path in ((ENV_TLS_CA, self.tls_ca_file), (ENV_TLS_CERT, self.tls_cert_file),
+                               (ENV_TLS_KEY, self.tls_key_file)):  # fmt: skip
+                if path and not os.path.isfile(path):
+                    raise UsageError(f"{name}={path!r}: no such file (expected a PEM file)")
 
     def tls_for(self, url: str) -> dict[str, Any] | None:
         """redis-py's TLS options for ``url`` (None for ``redis://``): checks on unless ``tls_insecure``."""
@@ -245,8 +348,9 @@ class Settings:
             "worker_send_task_events": self.task_events,
             "task_send_sent_event": self.task_events,
             "task_track_started": True,
-            "task_default_queue": defaults.QUEUE,
+            "task_default_queue": self.queue,
             # Each worker also consumes its own queue (``<hostname>.dq2``): a chunk one worker
             # refused (its code or allow-list differs) is handed to another by name.
             "worker_direct": True,
+            "worker_max_tasks_per_child": self.max_tasks_per_child,
         }

@@ -24,13 +24,16 @@ INTERVAL = 1.0
 TTL = 4
 
 
-def announce(client: redis.Redis, hostname: str, concurrency: int, events: bool = False) -> None:
-    info = {"host": hostname, "concurrency": concurrency, "pid": os.getpid(), "at": time.time(), "events": events}
+def announce(client: redis.Redis, hostname: str, concurrency: int, events: bool = False, pool: str = "prefork") -> None:
+    info = {
+        "host": hostname, "concurrency": concurrency, "pid": os.getpid(), "at": time.time(), "events": events,
+        "pool": pool,
+    }  # fmt: skip
     client.set(PREFIX + hostname, json.dumps(info), ex=TTL)
 
 
 def live_workers(client: redis.Redis) -> dict[str, dict[str, Any]]:
-    """Hostname -> {"host", "concurrency", "pid", "at", "events"} for every worker alive now."""
+    """Hostname -> {"host", "concurrency", "pid", "at", "events", "pool"} for every worker alive now."""
     keys = list(client.scan_iter(match=PREFIX + "*", count=1000))
     if not keys:
         return {}
@@ -46,12 +49,18 @@ class Heartbeat:
     """A daemon thread in the worker's main process that keeps its key alive."""
 
     def __init__(
-        self, client: redis.Redis, hostname: str, concurrency: int, events: Callable[[], bool] = lambda: False
+        self,
+        client: redis.Redis,
+        hostname: str,
+        concurrency: int,
+        events: Callable[[], bool] = lambda: False,
+        pool: str = "prefork",
     ) -> None:
         self.client = client
         self.hostname = hostname
         self.concurrency = concurrency
         self.events = events  # does the worker send task events right now?
+        self.pool = pool  # its pool kind: producers count only the workers of their jobs' kind
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="distloop-heartbeat", daemon=True)
 
@@ -60,7 +69,7 @@ class Heartbeat:
         self._thread.start()
 
     def beat(self) -> None:
-        announce(self.client, self.hostname, self.concurrency, self.events())
+        announce(self.client, self.hostname, self.concurrency, self.events(), self.pool)
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL):
