@@ -89,15 +89,20 @@ def plan_chunks(
     workers: int,
     io_concurrency: int | None = None,
     threaded: bool = False,
+    by_host: bool = False,
 ) -> ChunkPlanner:
     """The job's chunk planner; a list of values becomes a range over their positions.
 
     ``io_concurrency``: set for an ``async def`` target (items awaited at once per chunk).
+    ``by_host``: shrink the tail for the slowest host measured (celery backend).
     """
     fixed = chunk_size_option(chunk_size)
     if isinstance(items, range):
-        return ChunkPlanner(items, workers, 0.0, fixed, io_concurrency=io_concurrency, threaded=threaded)
-    return CallPlanner(items, workers, fixed, io_concurrency, threaded)
+        planner = ChunkPlanner(items, workers, 0.0, fixed, io_concurrency=io_concurrency, threaded=threaded)
+    else:
+        planner = CallPlanner(items, workers, fixed, io_concurrency, threaded)
+    planner.by_host = by_host
+    return planner
 
 
 class CallPlanner(ChunkPlanner):
@@ -170,7 +175,8 @@ def run_job(
         raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
     try:
         engine.start((target.rpartition(":")[0],))
-        planner = plan_chunks(items, chunk_size, engine.workers, awaited, engine.threaded)
+        by_host = engine.name == "celery" and engine.settings.stragglers  # hosts can differ in speed
+        planner = plan_chunks(items, chunk_size, engine.workers, awaited, engine.threaded, by_host)
         assembler.total_chunks = planner.estimated_chunks()
         # Everything `distloop resume` needs to finish the job is kept in its ledger.
         meta: dict[str, Any] = {

@@ -43,6 +43,7 @@ def run_chunks(
     window_now = window if callable(window) else (lambda: fixed_window)
     in_flight: dict[int, ChunkSpec] = {}
     next_check = time.monotonic() + recovery_interval
+    next_tail = 0.0
     backend.open_job(job)
     if progress is not None:
         progress(assembler)  # the job has started: its id and totals, before the first result
@@ -73,7 +74,12 @@ def run_chunks(
                 if checkpoint is not None:
                     backend.collected(job, checkpoint)
                 next_check = time.monotonic() + recovery_interval
-            for result in backend.wait(job, poll):
+            # The tail: every chunk is sent and fewer remain than there are workers.
+            tail = exhausted and len(in_flight) < backend.workers
+            if tail and time.monotonic() >= next_tail:
+                backend.stragglers(job, in_flight)
+                next_tail = time.monotonic() + defaults.STRAGGLER_INTERVAL
+            for result in backend.wait(job, min(poll, defaults.STRAGGLER_INTERVAL) if tail else poll):
                 if result.index in in_flight:
                     del in_flight[result.index]
                     if observe is not None:

@@ -11,6 +11,13 @@ most an equal share of what remains (guided self-scheduling, so the last chunks
 are small and nothing straggles), and the job keeps at least
 :data:`defaults.MIN_CHUNKS_PER_WORKER` chunks per worker.
 
+Hosts differ in speed. Results say which host ran them and how long it took, so the
+planner knows each host's seconds per item (:class:`HostSpeeds`). A shared queue
+cannot choose the host a chunk lands on, so the tail is shrunk for all: the guided
+share is scaled by the slowest host's speed against the mean, so the last chunk the
+slowest host takes ends about when the others run dry (``by_host``; the straggler
+copies of :mod:`distloop.backends.stragglers` cover what is left).
+
 Waiting from computing: every chunk reports its wall time (``seconds``) and the CPU
 time of the thread that ran it (``cpu_seconds``, :func:`time.thread_time`). An item
 whose CPU share is under :data:`defaults.WAITING_CPU_SHARE` waits (network, disk,
@@ -50,6 +57,36 @@ def auto_chunk_size(items: int, cost: float, workers: int) -> int:
     return max(1, min(by_balance, by_time))
 
 
+class HostSpeeds:
+    """Each host's measured seconds per item (one worker process), from its chunk results."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {}
+        self._items: dict[str, int] = {}
+
+    def observe(self, result: ChunkResult) -> None:
+        if result.host and result.items and result.seconds > 0 and not result.fatal:
+            self._seconds[result.host] = self._seconds.get(result.host, 0.0) + result.seconds
+            self._items[result.host] = self._items.get(result.host, 0) + result.items
+
+    def cost(self, host: str) -> float | None:
+        """Seconds per item on ``host``, None until one of its chunks came back."""
+        items = self._items.get(host)
+        return self._seconds[host] / items if items else None
+
+    def mean_cost(self) -> float | None:
+        """Seconds per item of the mean host speed (items per second averaged over hosts)."""
+        costs = [c for c in map(self.cost, self._items) if c]
+        return len(costs) / sum(1 / c for c in costs) if costs else None
+
+    def slowest_share(self) -> float:
+        """The slowest host's speed over the mean host's (1.0 with fewer than two hosts measured)."""
+        costs = [c for c in map(self.cost, self._items) if c]
+        if len(costs) < 2:
+            return 1.0
+        return (1 / max(costs)) / (sum(1 / c for c in costs) / len(costs))
+
+
 class ChunkPlanner:
     """Splits a range lazily into chunks sized from the running cost estimate.
 
@@ -81,6 +118,8 @@ class ChunkPlanner:
         self.sent = 0  # chunks handed out so far
         self.first_index = first_index
         self.offset = 0  # items handed out so far
+        self.by_host = False  # shrink the tail for the slowest host measured
+        self.speeds = HostSpeeds()
 
     def loop_share(self, remaining: int) -> int:
         """An async target's least chunk: its bound's worth of items, at most an equal share per worker."""
@@ -93,6 +132,8 @@ class ChunkPlanner:
             self.cost = latest if self.cost <= 0 else 0.5 * self.cost + 0.5 * latest
             share = min(1.0, result.cpu_seconds / result.seconds)
             self.cpu_share = share if self.cpu_share is None else 0.5 * self.cpu_share + 0.5 * share
+
+        self.speeds.observe(result)
 
     @property
     def waiting(self) -> bool:
@@ -133,7 +174,10 @@ class ChunkPlanner:
         # balance cap: an early estimate can be far too low (items that grow costlier), and
         # a floor made from it would stop the tail from shrinking at all.
         floor = max(1, min(math.ceil(defaults.MIN_CHUNK_SECONDS / self.cost), self.first_size // 4))
-        share = math.ceil(remaining / (2 * self.workers))  # guided: shrink toward the end
+        share = remaining / (2 * self.workers)  # guided: shrink toward the end
+        if self.by_host:  # the slowest host's last chunk ends about with the others'
+            share *= self.speeds.slowest_share()
+        share = math.ceil(share)
         return max(1, min(size, max(share, floor), remaining))
 
     def __iter__(self) -> Iterator[ChunkSpec]:

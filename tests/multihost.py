@@ -49,30 +49,46 @@ class MultiHost:
         assert self.redis is not None
         return self.redis.url
 
-    def start_worker(self, concurrency: int = 2, timeout: float = 60.0) -> str:
-        """``distloop worker`` on a new host; returns its worker name once it heartbeats."""
-        host = self.lab.add_host(f"w{len(self.workers)}")
-        name = f"worker@{host.ns}"
-        argv = distloop_argv(
-            "worker", "--hostname", name, "--concurrency", str(concurrency), "--allow", "tests.workloads"
-        )  # fmt: skip
-        with open(self.logs / f"{host.ns}.log", "ab") as log:
-            # The password travels in the environment, not on a command line others can read.
-            process = self.lab.spawn(host, argv, log, env=clean_env(**{ENV_BROKER: self.url}))
-        self.workers[name] = (host, process)
+    def start_worker(self, concurrency: int = 2, timeout: float = 60.0, env: dict[str, str] | None = None) -> str:
+        """``distloop worker`` on a new host (``env``: extra variables); its worker name once it heartbeats."""
+        return self.start_workers(1, concurrency, timeout, env)[0]
+
+    def start_workers(
+        self, count: int, concurrency: int = 2, timeout: float = 60.0, env: dict[str, str] | None = None
+    ) -> list[str]:
+        """``count`` new hosts, their workers started at once; their names once all heartbeat."""
+        started = []
+        for _ in range(count):
+            host = self.lab.add_host(f"h{len(self.lab.namespaces)}")
+            name = f"worker@{host.ns}"
+            argv = distloop_argv(
+                "worker", "--hostname", name, "--concurrency", str(concurrency), "--allow", "tests.workloads"
+            )  # fmt: skip
+            with open(self.logs / f"{host.ns}.log", "ab") as log:
+                # The password travels in the environment, not on a command line others can read.
+                process = self.lab.spawn(host, argv, log, env=clean_env(**{ENV_BROKER: self.url, **(env or {})}))
+            self.workers[name] = (host, process)
+            started.append((name, process))
         assert self.redis is not None
         client = self.redis.client()
         try:
-            process.wait_for(lambda: name in live_workers(client), timeout, "heartbeating")
+            for name, process in started:
+                process.wait_for(lambda name=name: name in live_workers(client), timeout, "heartbeating")
         finally:
             client.close()
-        return name
+        return [name for name, _ in started]
 
-    def run(self, *args: str, timeout: float = 300) -> dict[str, Any]:
-        """``distloop run ARGS --json`` from the root namespace; its JSON report."""
+    def stop_workers(self) -> None:
+        """Stop every worker (by pid; each deletes its heartbeat); their hosts stay, idle."""
+        for _, process in self.workers.values():
+            process.stop()
+        self.workers.clear()
+
+    def run(self, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """``distloop run ARGS --json`` from the root namespace (``env``: extra variables); its JSON report."""
         done = subprocess.run(
             distloop_argv("run", *args, "--json"), capture_output=True, text=True, timeout=timeout,
-            cwd=ROOT, env=clean_env(**{ENV_BROKER: self.url}),
+            cwd=ROOT, env=clean_env(**{ENV_BROKER: self.url, **(env or {})}),
         )  # fmt: skip
         assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
         report: dict[str, Any] = json.loads(done.stdout)

@@ -20,6 +20,7 @@ from distloop.tasks.core.settings import ENV_BROKER
 from distloop.tasks.store.jobs import JobStore
 from tests.multihost import MultiHost, clean_env, scale_run
 from tests.netlab import ROOT, NetLab, can_make_namespaces, distloop_argv
+from tests.workloads import ENV_SLOWDOWN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -151,3 +152,34 @@ def test_sleeping_chunks_scale_with_worker_hosts(cluster: MultiHost) -> None:
     print(f"\nwall time by worker hosts (2 processes each): {walls}")
     assert walls[1] / walls[2] > 1.4
     assert walls[1] / walls[4] > 2.0
+
+
+def test_a_straggling_chunk_is_sent_again_and_counted_once(cluster: MultiHost) -> None:
+    """One host ten times slower: its chunk, still running when the fast host runs dry, goes again.
+
+    12 chunks of 5 items: on the fast host 0.25 s each (2 processes drain the job in
+    about 1.5 s), on the slow host 2.5 s each. The slow host's chunks are the job's
+    stragglers; each is re-sent to the idle fast host, the first result is kept, the
+    other copy revoked, and each chunk counted once.
+    """
+    fast = cluster.start_worker()
+    slow = cluster.start_worker(env={ENV_SLOWDOWN: "10"})
+    report = cluster.run("tests.workloads:sleep_square_host", "--range", "0:60", "--chunk-size", "5")
+    assert report["result"] == [i * i for i in range(60)]
+    assert report["chunks"] == 12
+    # Counted once: every chunk has exactly one result, from one host or the other.
+    assert sum(h["chunks"] for h in report["hosts"].values()) == 12
+    assert sum(h["items"] for h in report["hosts"].values()) == 60
+    assert set(report["hosts"]) <= {fast, slow}
+    assert cluster.redis is not None
+    client = cluster.redis.client()
+    try:
+        outcome = JobStore(client, 3600).outcome(report["job_id"])
+        assert outcome is not None and outcome["state"] == "done"
+        copies = outcome.get("copies", [])
+        assert copies, f"no chunk was sent again; hosts {json.dumps(report['hosts'])}"
+        # Revoked copies leave no Celery result behind (the chunks' results travel in the ledger).
+        assert not list(client.scan_iter(match="celery-task-meta-*"))
+    finally:
+        client.close()
+    print(f"\nchunks sent twice: {copies}; hosts {json.dumps(report['hosts'])}; wall {report['wall_s']:.2f} s")

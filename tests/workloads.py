@@ -68,6 +68,24 @@ def sleep_square(i: int) -> int:
     return i * i
 
 
+#: A host's slowdown factor for :func:`sleep_square_host` (set on one test host's worker).
+ENV_SLOWDOWN = "DISTLOOP_TEST_SLOWDOWN"
+
+
+def sleep_square_host(i: int) -> int:
+    """:func:`sleep_square` on a host that may be slower: its ``DISTLOOP_TEST_SLOWDOWN`` stretches the 50 ms."""
+    time.sleep(0.05 * float(os.environ.get(ENV_SLOWDOWN, "1")))
+    return i * i
+
+
+def cpu_square(i: int) -> int:
+    """CPU-bound work: one ``calc_stuff`` step (about 2-3 ms of CPU), returns i*i."""
+    from distloop.tasks.demo import calc_stuff
+
+    calc_stuff(i)
+    return i * i
+
+
 def sleep_s(i: int, seconds: float = 0.25) -> int:
     time.sleep(seconds)
     return i

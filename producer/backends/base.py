@@ -101,6 +101,13 @@ class Backend(ABC):
         """
         return []
 
+    def stragglers(self, job: JobSpec, in_flight: Mapping[int, ChunkSpec]) -> None:  # noqa: B027 - optional hook
+        """Every chunk is sent and some workers are idle: send the slowest of ``in_flight`` again.
+
+        Local backends have no idle worker to hand one to; the celery backend does
+        (see :mod:`distloop.backends.stragglers`).
+        """
+
     def collected(self, job: JobSpec, checkpoint: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Chunks below ``checkpoint["next"]`` are emitted: forget their results, keep the checkpoint."""
 

@@ -4,7 +4,9 @@ Publishing uses one producer connection, batched; results stream back through
 the job ledger (:mod:`distloop.tasks.store.jobs`): workers push finished chunk indices on
 a list that this side pops in bulk, so nothing is polled one task at a time.
 A chunk a worker refused (it cannot import the function, or may not run it) is
-handed to another live worker (:mod:`distloop.backends.refusals`).
+handed to another live worker (:mod:`distloop.backends.refusals`). In a job's tail,
+a chunk still running on a slow host is sent again to an idle one, and the copy that
+loses is revoked (:mod:`distloop.backends.stragglers`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import functools
 import os
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -26,9 +28,10 @@ from distloop.backends.base import Backend, JobSpec, StoredJob
 from distloop.backends.control import JOB_STAMP, held_by_workers, revoke_stamp
 from distloop.backends.events import follow_monitors
 from distloop.backends.forwarded import show
-from distloop.backends.queue import job_queues, purge_job, purge_unacked
+from distloop.backends.queue import job_queues, purge_job, purge_unacked, queued_messages
 from distloop.backends.recovery import LostChunks
 from distloop.backends.refusals import Refusals, is_refusal
+from distloop.backends.stragglers import Stragglers
 from distloop.backends.watchdog import Watchdog
 from distloop.tasks.app import make_app
 from distloop.tasks.core import defaults
@@ -77,6 +80,7 @@ class CeleryBackend(Backend):
         self._chunks: dict[str, Any] = {}  # job id -> the total chunks last written to its ledger
         self.leases: Leases | None = None
         self._run = uuid.uuid4().hex[:8]  # this producer, in its messages' job stamp
+        self._stragglers: dict[str, Stragglers] = {}
         self._watchdog = Watchdog()
         self._output: OutputStore | None = None  # the workers' forwarded output, when asked for
         self._output_shown = 0.0
@@ -190,6 +194,8 @@ class CeleryBackend(Backend):
         self._refusals[job.job_id] = Refusals(job.target)
         self._chunks[job.job_id] = meta.get("chunks")
         self._sent[job.job_id] = self.store.counts(job.job_id)["sent"]  # a resumed job has sent some already
+        if self.settings.stragglers:
+            self._stragglers[job.job_id] = Stragglers()
         if self._producer is None:
             self._producer = self.app.producer_pool.acquire(block=True)
 
@@ -315,6 +321,7 @@ class CeleryBackend(Backend):
         if indices and job.job_id in self._lost:
             self._lost[job.job_id].progressed()
         results = refusals.sort(ChunkResult.from_wire(r) for r in raw if r is not None)
+        self._revoke_copies(job, results)
         # Output is pushed before its chunk's result: show it when a result says there is
         # some, when idle (a long chunk pushes as it runs), and at least every second.
         if not results or any(r.output for r in results) or time.monotonic() - self._output_shown > 1.0:
@@ -322,6 +329,53 @@ class CeleryBackend(Backend):
         if refusals.backlog:
             results += self._hand_over(job, refusals)
         return results
+
+    def stragglers(self, job: JobSpec, in_flight: Mapping[int, ChunkSpec]) -> None:
+        """Send the job's longest-running chunks again, each to an idle worker's own queue."""
+        tail = self._stragglers.get(job.job_id)
+        if tail is None or self.store is None:
+            return
+        try:
+            picks = tail.pick(in_flight, self.store.running(job.job_id), live_workers(self.store.client))
+        except (redis.RedisError, OSError) as exc:
+            self._watchdog.unreachable(f"lost the result store: {exc}")
+            return
+        for chunk, host in picks:
+            # Same task id as the first copy: one revoke later reaches whichever still runs.
+            self._publish(job, [chunk], worker_direct(host), lambda: None)
+
+    def _revoke_copies(self, job: JobSpec, results: Sequence[ChunkResult]) -> None:
+        """A chunk sent twice has its (first) result: stop the other copy.
+
+        A copy still queued on its worker's own queue is taken out of it; a running
+        one is revoked with ``terminate``, addressed to its worker alone: a worker that
+        does not run the task would record a REVOKED state in the result backend
+        (a ``celery-task-meta`` key nobody reads).
+        """
+        tail = self._stragglers.get(job.job_id)
+        if tail is None or self.app is None or self._broker is None:
+            return
+        losers: dict[str, list[str]] = {}
+        for result in results:
+            if not tail.observe(result):
+                continue
+            origin, target = tail.copies[result.index]
+            task_id = f"{job.job_id}-{result.index}"
+            try:
+                if result.host != target:
+                    queued = queued_messages(self._broker, [worker_direct(target).name], job.job_id)
+                    waiting = [(key, raw) for key, raw, index in queued if index == result.index]
+                    if any(self._broker.lrem(key, 0, raw) for key, raw in waiting):
+                        continue  # the copy never started
+                for host in {origin, target} - {result.host}:
+                    losers.setdefault(host, []).append(task_id)
+            except (redis.RedisError, OSError):
+                pass  # the copy then finishes, and the ledger ignores its result
+        for host, task_ids in losers.items():
+            try:
+                self.app.control.revoke(task_ids, terminate=True, destination=[host])
+            except (OperationalError, redis.RedisError, OSError):
+                pass
 
     def _hand_over(self, job: JobSpec, refusals: Refusals) -> list[ChunkResult]:
         """Send each refused chunk to a live worker that has not refused it; the chunks none can run.
@@ -363,14 +417,17 @@ class CeleryBackend(Backend):
         if state == "done" and job.job_id in self._sent:
             # Every chunk sent came back: exact even if Redis came back from an older snapshot.
             outcome["done"] = outcome["chunks"] = self._sent[job.job_id]
+        tail = self._stragglers.get(job.job_id)
+        if tail is not None and tail.copies:
+            outcome["copies"] = sorted(tail.copies)  # the chunks sent twice (straggling)
         try:
             if self.leases.taken(job.job_id) is not None:
                 return  # another producer took the job over: the ledger is its own now
             running = self.store.delete(job.job_id, outcome)
             refusals = self._refusals.get(job.job_id)
+            hosts = (refusals.hosts if refusals else set()) | (tail.hosts if tail else set())
             if self._broker is not None:
-                queues = job_queues(refusals.hosts if refusals else (), self.settings.queue)
-                purge_job(self._broker, queues, job.job_id)
+                purge_job(self._broker, job_queues(hosts, self.settings.queue), job.job_id)
                 # Messages taken by workers that died: kombu would restore them in an hour.
                 purge_unacked(self._broker, job.job_id)
             if running and self.app is not None:
@@ -399,6 +456,7 @@ class CeleryBackend(Backend):
         self._refusals.pop(job.job_id, None)
         self._sent.pop(job.job_id, None)
         self._chunks.pop(job.job_id, None)
+        self._stragglers.pop(job.job_id, None)
 
     def close(self) -> None:
         if self._producer is not None:

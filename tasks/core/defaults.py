@@ -105,6 +105,10 @@ WORKER_LOST_RETRIES = 2
 #: a restarted Redis (the heartbeat TTL adds up to 4 s to notice a dead worker).
 RECOVERY_INTERVAL = 2.0
 
+#: Seconds between looks for straggling chunks once a job's last chunks run and
+#: workers go idle (a look reads the ledger's running chunks and the heartbeats).
+STRAGGLER_INTERVAL = 0.25
+
 #: Seconds the producer waits for an unreachable Redis to come back before it
 #: fails the job (exit code 3) instead of waiting forever.
 BROKER_OUTAGE_SECONDS = 30.0

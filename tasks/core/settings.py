@@ -29,6 +29,7 @@ ENV_TLS_INSECURE = "DISTLOOP_TLS_INSECURE"
 ENV_TASK_EVENTS = "DISTLOOP_TASK_EVENTS"
 ENV_MAX_TASKS_PER_CHILD = "DISTLOOP_MAX_TASKS_PER_CHILD"
 ENV_FORWARD_OUTPUT = "DISTLOOP_FORWARD_OUTPUT"
+ENV_STRAGGLERS = "DISTLOOP_STRAGGLERS"
 #: A standing cluster (``distloop up``): where its environment file is, and ``0`` to never use one.
 ENV_ENV_FILE = "DISTLOOP_ENV_FILE"
 ENV_STANDING = "DISTLOOP_STANDING"
@@ -153,6 +154,10 @@ class Settings:
     #: turn it off; see :mod:`distloop.tasks.output`). A producer setting: each chunk's
     #: message says whether its worker forwards.
     forward_output: bool = True
+    #: Re-send a job's slowest last chunks to idle workers, and shrink the tail for slower
+    #: hosts (``DISTLOOP_STRAGGLERS=0`` turns both off; see :mod:`distloop.backends.stragglers`).
+    #: A producer setting.
+    stragglers: bool = True
     #: Items of an ``async def`` target awaited at once per worker process
     #: (``DISTLOOP_IO_CONCURRENCY``, ``--io-concurrency``). None: a job sends none, and
     #: each worker uses its own setting, else :data:`defaults.IO_CONCURRENCY`.
@@ -184,6 +189,7 @@ class Settings:
             "forward_output": env_flag(env, ENV_FORWARD_OUTPUT, default=True),
             "standing": env_flag(env, ENV_STANDING, default=True),
             "env_file": env.get(ENV_ENV_FILE) or defaults.UP_ENV_FILE,
+            "stragglers": env_flag(env, ENV_STRAGGLERS, default=True),
         }
         io_concurrency = env_count(env, ENV_IO_CONCURRENCY, defaults.MAX_IO_CONCURRENCY)
         if io_concurrency is not None:

@@ -19,9 +19,10 @@ Keys (all expire after ``result_expires``; :func:`job_keys` lists them):
   "terminated"), written when its producer deletes the rest, so ``distloop status`` can
   still answer: the one key a finished job leaves behind, for ``result_expires``
 
-A chunk delivered twice writes the same field twice: harmless, since a chunk is a pure
-function of its range, and counted once. A chunk below ``collected`` delivered late
-leaves nothing behind.
+A chunk delivered twice (a redelivery, a straggler re-sent to an idle worker) keeps its
+first result and is counted once: the second copy's is dropped unannounced, since a chunk
+is a pure function of its range. A chunk below ``collected`` delivered late leaves nothing
+behind.
 
 ``distloop:allow`` (a set) holds modules the embedded cluster's producer added
 to its workers' allow-list while running (see ``Settings.allow_from_store``).
@@ -62,9 +63,12 @@ local function kind_of(raw)
 end
 """
 
-# KEYS: meta, running. ARGV: index, entry, expires. Only while the job exists.
+# KEYS: meta, running, results, counts. ARGV: index, entry, expires. Only while the job exists
+# and the chunk has no result yet, nor was collected (a copy that comes late has nothing to do).
 _MARK_STARTED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 0 end
+if tonumber(ARGV[1]) < tonumber(redis.call('HGET', KEYS[4], 'collected') or '0') then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
@@ -72,6 +76,8 @@ return 1
 
 # KEYS: meta, results, done, running, counts. ARGV: index, result, expires, kind, refusal kinds.
 # Only while the job exists; a chunk already collected (below "collected") leaves nothing.
+# The first result of a chunk wins: a second copy (a re-sent straggler, a redelivery) is
+# ignored and returns 2, so the producer hears of each chunk once and counts it once.
 _PUT_RESULT = (
     _KIND_OF
     + """
@@ -79,8 +85,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[4], ARGV[1])
 local collected = tonumber(redis.call('HGET', KEYS[5], 'collected') or '0')
 if tonumber(ARGV[1]) < collected then return 1 end
-local before = redis.call('HGET', KEYS[2], ARGV[1])
-if before then redis.call('HINCRBY', KEYS[5], kind_of(before), -1) end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 2 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
 redis.call('RPUSH', KEYS[3], ARGV[1])
@@ -211,11 +216,12 @@ class JobStore:
         return bool(self.client.exists(_key(job_id)))
 
     def mark_started(self, job_id: str, index: int, host: str) -> bool:
-        """Record that ``host`` runs chunk ``index``; False if the job is gone (cancelled)."""
-        meta_key, _, _, running_key = _keys(job_id)
+        """Record that ``host`` runs chunk ``index``; False if the job is gone (cancelled) or the chunk is done."""
+        meta_key, results_key, _, running_key = _keys(job_id)
         entry = json.dumps({"host": host, "at": time.time()})
         args: list[str | int] = [str(index), entry, self.expires]
-        return bool(_retrying(lambda: self._mark_started([meta_key, running_key], args), self.patience))
+        keys = [meta_key, running_key, results_key, _key(job_id, "counts")]
+        return bool(_retrying(lambda: self._mark_started(keys, args), self.patience))
 
     def running(self, job_id: str) -> dict[int, dict[str, Any]]:
         """Chunks a worker has started and not finished: index -> {"host", "at"}."""
@@ -231,7 +237,8 @@ class JobStore:
         """Record chunk ``index``'s result, count it and announce it (worker side); False if the job is gone.
 
         Atomic with the job's existence, so a chunk that finishes after its job was
-        cancelled or collected leaves nothing behind in Redis.
+        cancelled or collected leaves nothing behind in Redis. The first result of a
+        chunk wins: a later copy's is ignored (still True: the job exists).
         """
         keys = [*_keys(job_id), _key(job_id, "counts")]
         args: list[str | int] = [str(index), json.dumps(result), self.expires, result_kind(result), ",".join(REFUSALS)]
