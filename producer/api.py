@@ -90,11 +90,13 @@ def plan_chunks(
     io_concurrency: int | None = None,
     threaded: bool = False,
     by_host: bool = False,
+    fan_out: int | None = None,
 ) -> ChunkPlanner:
     """The job's chunk planner; a list of values becomes a range over their positions.
 
     ``io_concurrency``: set for an ``async def`` target (items awaited at once per chunk).
     ``by_host``: shrink the tail for the slowest host measured (celery backend).
+    ``fan_out``: each chunk's items run that many at once (a threads pool's blocking chunks).
     """
     fixed = chunk_size_option(chunk_size)
     if isinstance(items, range):
@@ -102,6 +104,7 @@ def plan_chunks(
     else:
         planner = CallPlanner(items, workers, fixed, io_concurrency, threaded)
     planner.by_host = by_host
+    planner.fan_out = fan_out or 1
     return planner
 
 
@@ -176,7 +179,10 @@ def run_job(
     try:
         engine.start((target.rpartition(":")[0],))
         by_host = engine.name == "celery" and engine.settings.stragglers  # hosts can differ in speed
-        planner = plan_chunks(items, chunk_size, engine.workers, awaited, engine.threaded, by_host)
+        # A threads pool's blocking chunks run their items a few at a time: one chunk per few threads.
+        fan_out = defaults.THREAD_FAN_OUT if engine.name == "celery" and engine.threaded and not awaited else None
+        slots = max(1, engine.workers // fan_out) if fan_out else engine.workers
+        planner = plan_chunks(items, chunk_size, slots, awaited, engine.threaded, by_host, fan_out)
         assembler.total_chunks = planner.estimated_chunks()
         # Everything `distloop resume` needs to finish the job is kept in its ledger.
         meta: dict[str, Any] = {
@@ -188,7 +194,9 @@ def run_job(
             meta["output"] = os.path.abspath(output.name)
         if io_concurrency:
             meta["io_concurrency"] = io_concurrency
-        job = JobSpec(job_id or new_job_id(), target, reduce, on_error, timeout, meta, io_concurrency)
+        if fan_out:
+            meta["fan_out"] = fan_out
+        job = JobSpec(job_id or new_job_id(), target, reduce, on_error, timeout, meta, io_concurrency, fan_out)
 
         cpu = [0.0]
 

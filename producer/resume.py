@@ -26,7 +26,7 @@ from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import Settings, mask_url
 
 #: Ledger fields that are the JobSpec's own, not free-form meta.
-SPEC_FIELDS = ("target", "reduce", "on_error", "timeout", "state", "checkpoint", "io_concurrency")
+SPEC_FIELDS = ("target", "reduce", "on_error", "timeout", "state", "checkpoint", "io_concurrency", "fan_out")
 
 
 @dataclass
@@ -84,7 +84,7 @@ def resume_job(
         emitted, finished = int(checkpoint.get("next", 0)), {r.index for r in done}
         job = JobSpec(
             job_id, meta["target"], meta.get("reduce"), meta.get("on_error", "raise"), meta.get("timeout"),
-            {k: v for k, v in meta.items() if k not in SPEC_FIELDS}, meta.get("io_concurrency"),
+            {k: v for k, v in meta.items() if k not in SPEC_FIELDS}, meta.get("io_concurrency"), meta.get("fan_out"),
         )  # fmt: skip
         started = time.perf_counter()
         planned = [c for i, c in sorted(stored.plan.items()) if i >= emitted and i not in finished]

@@ -119,6 +119,7 @@ class ChunkPlanner:
         self.first_index = first_index
         self.offset = 0  # items handed out so far
         self.by_host = False  # shrink the tail for the slowest host measured
+        self.fan_out = 1  # items of a chunk run at once (a threads pool's blocking chunks)
         self.speeds = HostSpeeds()
 
     def loop_share(self, remaining: int) -> int:
@@ -156,7 +157,8 @@ class ChunkPlanner:
     def _next_size(self, remaining: int) -> int:
         if self.cost <= 0:  # nothing measured yet: a small probe chunk
             if self.threaded:  # threads are there for waits: the probes share the range among them
-                return max(1, min(defaults.PROBE_CHUNK_ITEMS, -(-range_length(self.range) // self.workers), remaining))
+                most = defaults.PROBE_CHUNK_ITEMS * self.fan_out
+                return max(1, min(most, -(-range_length(self.range) // self.workers), remaining))
             return max(1, min(defaults.PROBE_CHUNK_ITEMS, self.first_size, remaining))
         by_time = max(1, int(defaults.TARGET_CHUNK_SECONDS / self.cost))
         if self.waiting and (self.threaded or self.io_concurrency):

@@ -28,13 +28,15 @@ Stopping:
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 
-from distloop.tasks.core import codec
+from distloop.tasks.core import codec, defaults
 from distloop.tasks.kernel import REDUCERS, ChunkResult, ChunkSpec, combine, item_error, timeout_error
 
 _local = threading.local()
@@ -141,6 +143,38 @@ def run_async_chunk(
         items.timed_out = True
         _drain(loop, main)
     return _assemble(chunk, items, reduce, on_error)
+
+
+#: Threads that run the items of threads-pool chunks (``fan_out``), shared by the process's
+#: chunks and started on demand: each chunk bounds its own items at once.
+_threads: ThreadPoolExecutor | None = None
+_threads_lock = threading.Lock()
+
+
+def _item_threads() -> ThreadPoolExecutor:
+    global _threads
+    with _threads_lock:
+        if _threads is None:
+            _threads = ThreadPoolExecutor(defaults.MAX_POOL_CONCURRENCY, thread_name_prefix="distloop-item")
+        return _threads
+
+
+def run_threaded_chunk(
+    fn: Callable[..., Any], chunk: ChunkSpec, reduce: str | None = None, on_error: str = "raise", threads: int = 8
+) -> ChunkResult:
+    """Run the blocking function ``fn`` over ``chunk``'s items, ``threads`` at a time on item threads.
+
+    Each item is awaited on this thread's event loop as a call on a thread of
+    :func:`_item_threads`, so ordering, ``on_error`` and reduce follow
+    :func:`run_async_chunk` exactly. (A thread cannot be stopped: a cancelled item's
+    call runs to its end, as on any threads pool.)
+    """
+    pool = _item_threads()
+
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args, **kwargs))
+
+    return run_async_chunk(call, chunk, reduce, on_error, threads)
 
 
 def _assemble(chunk: ChunkSpec, items: _Items, reduce: str | None, on_error: str) -> ChunkResult:

@@ -49,11 +49,13 @@ def chunk(
     reduce: str | None = None,
     on_error: str = "raise",
     io_concurrency: int | None = None,
+    fan_out: int | None = None,
 ) -> None:
     """Run one chunk of a job and store its result in the job ledger.
 
     ``io_concurrency``: the job's bound on an ``async def`` target's items awaited at
     once (None: this worker's own DISTLOOP_IO_CONCURRENCY, else the default).
+    ``fan_out``: a blocking function's items run that many at once (threads pools only).
     """
     store = runtime.job_store()
     if not store.mark_started(job_id, spec["index"], self.request.hostname or ""):
@@ -64,14 +66,16 @@ def chunk(
     # Under a --timeout (a per-task time limit) go item by item, so the stuck item is known.
     fast = not any(self.request.timelimit or ())
     bound = min(int(io_concurrency or settings.effective_io_concurrency), defaults.MAX_IO_CONCURRENCY)
+    # Threads for a chunk's own items only where the pool is threads (its slots wait, not compute).
+    threads = min(int(fan_out or 1), defaults.MAX_POOL_CONCURRENCY) if settings.pool != "prefork" else 1
     chunk_spec = ChunkSpec.from_wire(spec)
     try:
         if spec.get("forward_output"):  # the producer shows what f prints or logs
             with output.forwarding(runtime.output_store(), job_id, self.request.hostname or "") as out:
-                result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast, bound)
+                result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast, bound, threads)
             result.output = out.forwarded or None
         else:
-            result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast, bound)
+            result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast, bound, threads)
     except codec.DecodeError as exc:  # arguments this worker cannot read (numpy missing, a forged message)
         result = unreadable(chunk_spec, reduce, on_error, f"arguments cannot be read on this worker: {exc}")
     result.host = self.request.hostname or ""

@@ -364,6 +364,7 @@ def run_chunk(
     on_error: str = "raise",
     fast: bool = True,
     io_concurrency: int | None = None,
+    fan_out: int = 1,
 ) -> ChunkResult:
     """Run ``fn`` over ``chunk``'s items; never raises for an item's failure.
 
@@ -374,13 +375,21 @@ def run_chunk(
     item from the start, so the stuck item is known.
 
     A coroutine function's items run concurrently, ``io_concurrency`` at a time, on
-    this thread's event loop (:mod:`distloop.tasks.aio`).
+    this thread's event loop (:mod:`distloop.tasks.aio`). With ``fan_out`` above 1 (a
+    threads pool's blocking chunk) a plain function's items run that many at once, each
+    on a thread of the process, with the same rules.
     """
     started = time.perf_counter()
     if inspect.iscoroutinefunction(fn):
         from distloop.tasks import aio  # it builds on this module
 
         result = aio.run_async_chunk(fn, chunk, reduce, on_error, io_concurrency or defaults.IO_CONCURRENCY)
+        result.seconds = time.perf_counter() - started
+        return result
+    if fan_out > 1 and len(chunk) > 1:
+        from distloop.tasks import aio
+
+        result = aio.run_threaded_chunk(fn, chunk, reduce, on_error, fan_out)
         result.seconds = time.perf_counter() - started
         return result
     if fast:
@@ -444,6 +453,7 @@ def run_named_chunk(
     allow: Any = None,
     fast: bool = True,
     io_concurrency: int | None = None,
+    fan_out: int = 1,
 ) -> ChunkResult:
     """Resolve ``target`` (against ``allow``) and run the chunk; a refusal is a fatal result."""
     try:
@@ -455,6 +465,6 @@ def run_named_chunk(
     if failed is not None:
         return ChunkResult(index=chunk.index, fatal=failed)
     cpu = time.thread_time()
-    result = run_chunk(fn, chunk, reduce, on_error, fast, io_concurrency)
+    result = run_chunk(fn, chunk, reduce, on_error, fast, io_concurrency, fan_out)
     result.cpu_seconds = time.thread_time() - cpu
     return result

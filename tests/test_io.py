@@ -19,6 +19,7 @@ import pytest
 
 from distloop import CeleryExecutor, Pool, run_loop
 from distloop.api import run_job
+from distloop.tasks.core import defaults
 from distloop.tasks.store.lease import lease_key
 from distloop.tasks.store.workers import live_workers
 from distloop.worker.processes import ManagedProcess
@@ -249,6 +250,32 @@ def test_run_pool_threads_starts_an_embedded_threads_worker() -> None:
     report = json.loads(done.stdout)
     assert report["result"] == list(range(40))
     assert report["chunks"] > 2  # spread over the threads, not one chunk per core
+
+
+def test_a_threads_pool_runs_each_blocking_chunks_items_at_once_in_loop_order() -> None:
+    """Fewer messages than threads: a chunk per THREAD_FAN_OUT threads, its items that many at once."""
+    env = {"DISTLOOP_ALLOW": "tests.workloads"}
+    done = run_cli("run", "tests.workloads:blocking_in_flight", "--range", "0:128", "--pool", "threads", "--json",
+                   env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [i for i, _ in report["result"]] == list(range(128))
+    slots = defaults.THREAD_WORKERS // defaults.THREAD_FAN_OUT
+    assert report["chunks"] >= slots  # the first round: one chunk per THREAD_FAN_OUT threads
+    seen = max(n for _, n in report["result"])
+    # More than one item per chunk at once (items of one chunk ran side by side), never more than the pool's threads.
+    assert slots < seen <= defaults.THREAD_WORKERS, seen
+
+    done = run_cli("run", "tests.workloads:blocking_fail_at_7", "--range", "0:32", "--pool", "threads",
+                   "--on-error", "collect", "--json", env=env)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["result"] == [None if i == 7 else i for i in range(32)]
+    assert [(e["index"], e["type"]) for e in report["errors"]] == [(7, "ValueError")]
+
+    done = run_cli("run", "tests.workloads:blocking_fail_at_7", "--range", "0:32", "--pool", "threads", "--json",
+                   env=env)  # fmt: skip
+    assert done.returncode == 1 and "f(7) raised ValueError: bad item 7" in done.stderr, done.stderr
 
 
 def test_pool_and_io_concurrency_are_refused_clearly() -> None:

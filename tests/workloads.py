@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 
 
@@ -280,4 +281,31 @@ def gated(i: int) -> int:
         at = int(stream.read())
     while i >= at and not os.path.exists(os.path.join(folder, "gate")):
         time.sleep(0.02)
+    return i
+
+
+# --- blocking items fanned out on a threads pool (tests/test_io.py) ---
+
+_blocking_lock = threading.Lock()
+_blocking_in_flight = 0
+
+
+def blocking_in_flight(i: int) -> list[int]:
+    """[i, how many items of this process were sleeping at once when this one started]; odd items wait less."""
+    global _blocking_in_flight
+    with _blocking_lock:
+        _blocking_in_flight += 1
+        seen = _blocking_in_flight
+    try:
+        time.sleep(0.05 if i % 2 else 0.1)  # later items of a chunk finish first: results still in order
+    finally:
+        with _blocking_lock:
+            _blocking_in_flight -= 1
+    return [i, seen]
+
+
+def blocking_fail_at_7(i: int) -> int:
+    time.sleep(0.01)
+    if i == 7:
+        raise ValueError(f"bad item {i}")
     return i

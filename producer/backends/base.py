@@ -35,6 +35,8 @@ class JobSpec:
     meta: Mapping[str, Any] = field(default_factory=dict)
     #: Items of an ``async def`` target awaited at once per process (None: the workers' setting).
     io_concurrency: int | None = None
+    #: A blocking function's items run at once per chunk on a threads pool (None: one at a time).
+    fan_out: int | None = None
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,8 @@ class CeleryBackend(Backend):
         assert self.app is not None
         limits = time_limits(job.timeout)
         # Sent only when the job sets it: otherwise each worker's own DISTLOOP_IO_CONCURRENCY.
-        kwargs = {"io_concurrency": job.io_concurrency} if job.io_concurrency else None
+        extra = {"io_concurrency": job.io_concurrency, "fan_out": job.fan_out}
+        kwargs = {k: v for k, v in extra.items() if v} or None  # none: what workers of any version take
         while True:
             try:
                 first()

@@ -174,6 +174,12 @@ POOLS = ("prefork", "threads", "gevent")
 #: The most threads or greenlets one ``threads``/``gevent`` worker runs.
 MAX_POOL_CONCURRENCY = 1000
 
+#: On a threads or gevent pool, a blocking function's chunk runs this many of its items
+#: at once (on threads of the worker process), and the producer sends one chunk per this
+#: many of the pool's threads: the same items waiting at once, an eighth of the messages
+#: (each costs the worker's one consumer thread about 1-2.5 ms, which the GIL serialises).
+THREAD_FAN_OUT = 8
+
 
 def queue_for(pool: str) -> str:
     """The queue a pool kind's workers serve: :data:`QUEUE` for prefork, ``distloop.<pool>`` else.
