@@ -37,7 +37,7 @@ from typing import Any
 from billiard.exceptions import SoftTimeLimitExceeded
 
 from distloop.tasks.core import codec, defaults
-from distloop.tasks.kernel import REDUCERS, ChunkResult, ChunkSpec, combine, item_error, timeout_error
+from distloop.tasks.kernel import REDUCERS, ChunkResult, ChunkSpec, combine, item_error, set_partial, timeout_error
 
 _local = threading.local()
 
@@ -209,8 +209,5 @@ def _assemble(chunk: ChunkSpec, items: _Items, reduce: str | None, on_error: str
                 result.values.append(None)
         result.items += 1
     if reduce:
-        try:
-            result.partial = codec.encode(acc)
-        except codec.NotJSONable as exc:
-            result.fatal = {"kind": "result", "message": f"reduced value of chunk {chunk.index}: {exc}"}
+        set_partial(result, acc)
     return result

@@ -317,6 +317,11 @@ def _reduce_values(
             result.items += 1
         else:
             done += len(block)
+    set_partial(result, acc)
+
+
+def set_partial(result: ChunkResult, acc: Any) -> None:
+    """Store a chunk's reduced value, encoded; one that cannot travel makes the chunk fail as a whole."""
     try:
         result.partial = codec.encode(acc)
     except codec.NotJSONable as exc:
@@ -431,10 +436,7 @@ def run_chunk(
                 result.values.append(None)
         result.items += 1
     if reduce:
-        try:
-            result.partial = codec.encode(acc)
-        except codec.NotJSONable as exc:
-            result.fatal = {"kind": "result", "message": f"reduced value of chunk {chunk.index}: {exc}"}
+        set_partial(result, acc)
     result.seconds = time.perf_counter() - started
     return result
 
