@@ -12,10 +12,11 @@ from celery import Celery
 from celery.utils.log import get_task_logger
 
 from distloop.tasks import output, runtime, signals
-from distloop.tasks.core import codec, defaults
+from distloop.tasks.core import blobs, codec, defaults
 from distloop.tasks.core.errors import TargetError
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ChunkResult, ChunkSpec, run_named_chunk
+from distloop.tasks.store.jobs import ARGUMENT_BLOB, JobStore
 from distloop.tasks.targets import resolve
 
 logger = get_task_logger(__name__)
@@ -69,26 +70,38 @@ def chunk(
     # Threads for a chunk's own items only where the pool is threads (its slots wait, not compute).
     threads = min(int(fan_out or 1), defaults.MAX_POOL_CONCURRENCY) if settings.pool != "prefork" else 1
     chunk_spec = ChunkSpec.from_wire(spec)
-    try:
-        if spec.get("forward_output"):  # the producer shows what f prints or logs
-            with output.forwarding(runtime.output_store(), job_id, self.request.hostname or "") as out:
+    # Large results go beside the JSON (raw bytes in the job's blob hash), as large arguments came.
+    with blobs.out_of_band() as buffers:
+        try:
+            if spec.get("blobs"):
+                chunk_spec = ChunkSpec.from_wire(with_arguments(store, job_id, spec))
+            if spec.get("forward_output"):  # the producer shows what f prints or logs
+                with output.forwarding(runtime.output_store(), job_id, self.request.hostname or "") as out:
+                    result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast, bound, threads)
+                result.output = out.forwarded or None
+            else:
                 result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast, bound, threads)
-            result.output = out.forwarded or None
-        else:
-            result = run_named_chunk(target, chunk_spec, reduce, on_error, allow, fast, bound, threads)
-    except codec.DecodeError as exc:  # arguments this worker cannot read (numpy missing, a forged message)
-        result = unreadable(chunk_spec, reduce, on_error, f"arguments cannot be read on this worker: {exc}")
+        except codec.DecodeError as exc:  # arguments this worker cannot read (numpy missing, a forged message)
+            result = unreadable(chunk_spec, reduce, on_error, f"arguments cannot be read on this worker: {exc}")
+            buffers.clear()
     result.host = self.request.hostname or ""
     if result.fatal:
         logger.warning("refused chunk %s of job %s: %s", result.index, job_id, result.fatal["message"])
     try:
-        store.put_result(job_id, result.index, result.to_wire())
+        store.put_result(job_id, result.index, result.to_wire(), buffers)
     except (TypeError, ValueError, RecursionError) as exc:
         # JSON could not write the result. Without a result the chunk would stay "running" for
         # good and its job wait forever: its items fail instead, each with the reason.
         failed = unreadable(chunk_spec, reduce, on_error, f"the result cannot be stored as JSON: {exc}")
         failed.host = result.host
         store.put_result(job_id, failed.index, failed.to_wire())
+
+
+def with_arguments(store: JobStore, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with its large arguments' raw bytes (stored by the producer) in place of their references."""
+    stored = store.get_blobs(job_id, [ARGUMENT_BLOB + name for name in spec["blobs"]])
+    found = {name: stored[ARGUMENT_BLOB + name] for name in spec["blobs"]}
+    return {k: blobs.attach(v, found) if k in ("each", "calls") else v for k, v in spec.items()}
 
 
 def unreadable(chunk: ChunkSpec, reduce: str | None, on_error: str, message: str) -> ChunkResult:

@@ -59,6 +59,9 @@ class ChunkSpec:
     each: list[Any] | None = None
     # The initializer of the Pool/Executor that sent the chunk (distloop.tasks.initializer).
     init: dict[str, Any] | None = None
+    # Raw buffers of large array arguments, name -> bytes-like, that travel beside the message
+    # (distloop.tasks.core.blobs): only the names go on the wire.
+    blobs: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_range(self) -> bool:
@@ -93,6 +96,8 @@ class ChunkSpec:
             data.update(start=self.start, stop=self.stop, step=self.step)
         if self.init is not None:
             data["init"] = self.init
+        if self.blobs:
+            data["blobs"] = list(self.blobs)
         return data
 
     @classmethod

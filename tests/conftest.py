@@ -114,6 +114,31 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
     raise AssertionError(f"not {what} after {timeout:.0f} s")
 
 
+def run_sent_chunk(settings: Settings, spec: dict[str, Any], target: str = "tests.workloads:echo") -> Any:
+    """Send one chunk message as a producer would (a forged one, say) to real workers; its stored result."""
+    import uuid
+
+    from distloop.tasks.app import make_app
+    from distloop.tasks.core import defaults
+    from distloop.tasks.store.jobs import JobStore
+
+    store = JobStore(settings.redis_client(), expires=600)
+    job_id = f"sent-{uuid.uuid4().hex}"
+    store.create(job_id, {"target": target})
+    app = make_app(settings)
+    app.send_task(defaults.CHUNK_TASK, args=(job_id, target, spec, None, "collect"),
+                  queue=defaults.QUEUE, ignore_result=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not store.pop_done(job_id, 1.0) and time.monotonic() < deadline:
+        pass
+    (result,) = store.results(job_id, [spec["index"]])
+    app.close()
+    store.delete(job_id)
+    store.client.close()
+    assert result is not None, "the chunk never reported"
+    return result
+
+
 def descendants(pid: int) -> set[int]:
     """Every live process below ``pid`` (children, grandchildren, ...), from /proc."""
     children: dict[int, list[int]] = {}

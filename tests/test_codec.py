@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kombu.utils import json as kombu_json
 
-from distloop.tasks.core import codec
+from distloop.tasks.core import blobs, codec
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ChunkSpec, run_chunk
 from distloop.worker.redis_server import RedisServer
@@ -227,3 +227,65 @@ def test_a_numpy_value_where_numpy_is_missing_is_a_clear_decode_error() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout.splitlines() == ["a numpy value arrived, but numpy is not installed here", "{1, 2}"], done.stderr
+
+
+# --- large arrays beside the JSON (distloop.tasks.core.blobs) -------------------------------------
+
+needs_numpy = pytest.mark.skipif(np is None, reason="numpy is not installed")
+
+
+@needs_numpy
+def test_large_arrays_encode_as_references_only_inside_out_of_band_and_attach_back() -> None:
+    large, small = np.arange(blobs.MIN_BYTES // 8, dtype=np.float64), np.arange(blobs.MIN_BYTES // 8 - 1.0)
+    value = {"large": [large, np.asfortranarray(large.reshape(64, -1))], "small": small}
+    assert "__blob__" not in json.dumps(codec.encode(value))  # outside the block: inline base64
+    with blobs.out_of_band() as buffers:
+        wire = json.loads(json.dumps(codec.encode(value)))
+    assert len(buffers) == 2 and all(len(b) == large.nbytes for b in buffers.values())
+    assert len(json.dumps(wire["large"])) < 1000  # only names, dtype, shape and order travel in the JSON
+    with pytest.raises(codec.DecodeError, match="not found beside the message"):
+        codec.decode(wire)  # a reference nobody attached is refused, not guessed
+    attached = blobs.attach(wire, {name: bytes(data) for name, data in buffers.items()})
+    assert same(codec.decode(attached), value)
+    assert "__blob__" in json.dumps(wire)  # attach copies: the wire form stays JSON (a chunk sent again)
+    with blobs.out_of_band(enabled=False) as off:
+        assert "__blob__" not in json.dumps(codec.encode(value)) and off == {}
+
+
+@needs_numpy
+def test_attach_touches_only_an_arrays_data_position() -> None:
+    """A user's dict shaped like a reference, or an array tag's lookalike in an escaped dict, stays itself."""
+    lookalike = {"__ndarray__": ["<f8", [1], "C", {"__blob__": "n"}]}
+    user = {"__blob__": "n"}
+    wire = codec.encode([lookalike, user])
+    assert codec.decode(blobs.attach(wire, {"n": b"\0" * 8})) == [lookalike, user]
+    genuine = {"__ndarray__": ["<f8", [1], "C", {"__blob__": "n"}]}  # as the encoder writes one
+    assert codec.decode(blobs.attach(genuine, {"n": b"\0" * 8})).tolist() == [0.0]
+    with pytest.raises(codec.DecodeError, match="does not hold 4 bytes"):
+        codec.decode(blobs.attach(genuine, {"n": b"\0" * 4}))
+
+
+@pytest.mark.integration
+@needs_numpy
+def test_the_ledger_keeps_a_chunks_first_copys_arrays_and_drops_every_other(redis_server: RedisServer) -> None:
+    """A second copy's arrays, a result for a job that is gone and collected results leave no bytes behind."""
+    from distloop.tasks.store.jobs import JobStore
+
+    store = JobStore(redis_server.client(), expires=600)
+    client = store.client
+    store.create("j", {"target": "t"})
+    array = np.arange(10_000, dtype=np.float64)
+    for copy in (1, 2):  # a chunk delivered twice (a straggler's copy): the first result wins
+        with blobs.out_of_band() as buffers:
+            result = {"index": 0, "items": 1, "values": [codec.encode(array * copy)]}
+        store.put_result("j", 0, result, buffers)
+    assert client.hlen("distloop:job:j:blobs") == 1
+    (back,) = store.results("j", [0])
+    assert back is not None and same(codec.decode(back["values"][0]), array)  # the first copy's
+    store.checkpoint("j", {"next": 1})  # collected: the result and its array go
+    assert not client.exists("distloop:job:j:blobs")
+    store.delete("j")
+    with blobs.out_of_band() as buffers:
+        result = {"index": 1, "items": 1, "values": [codec.encode(array)]}
+    assert not store.put_result("j", 1, result, buffers)  # the job is gone: nothing stays
+    assert not client.exists("distloop:job:j:blobs")

@@ -26,7 +26,7 @@ from distloop.facades.call_errors import call_error
 from distloop.tasks.core import codec
 from distloop.tasks.demo import calc_stuff, cube, square
 from tests import workloads
-from tests.conftest import Workers, running, wait_until
+from tests.conftest import Workers, run_sent_chunk, running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -469,25 +469,7 @@ def test_a_burst_of_short_submits_shares_messages(broker: str) -> None:
 
 def test_a_compact_chunk_whose_arguments_a_worker_cannot_read_fails_every_call(shared_workers: Workers) -> None:
     """``{"each": [...]}`` (map's form) with a forged argument: every call fails, none runs."""
-    import uuid
-
-    from distloop.tasks.app import make_app
-    from distloop.tasks.core import defaults
-    from distloop.tasks.store.jobs import JobStore
-
-    settings = shared_workers.settings
-    store = JobStore(settings.redis_client(), expires=600)
-    job_id = f"forged-{uuid.uuid4().hex}"
-    store.create(job_id, {"target": "tests.workloads:echo"})
     spec = {"index": 0, "each": [1, {"__ndarray__": ["|O8", [1], "C", "AAAAAAAAAAA="]}, 3]}
-    app = make_app(settings)
-    app.send_task(defaults.CHUNK_TASK, args=(job_id, "tests.workloads:echo", spec, None, "collect"),
-                  queue=defaults.QUEUE, ignore_result=True)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not store.pop_done(job_id, 1.0) and time.monotonic() < deadline:
-        pass
-    (result,) = store.results(job_id, [0])
-    app.close()
-    assert result is not None, "the chunk never reported"
+    result = run_sent_chunk(shared_workers.settings, spec)
     assert [e["index"] for e in result["errors"]] == [0, 1, 2]
     assert all("arguments cannot be read on this worker" in e["message"] for e in result["errors"])

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,10 @@ from typing import Any
 import pytest
 
 from distloop import CeleryExecutor, ChunkFailed, Pool, ResultNotSerializable, run_loop
-from distloop.tasks.core import codec, defaults
+from distloop.tasks.core import codec
 from distloop.tasks.core.settings import Settings
-from distloop.tasks.store.jobs import JobStore
 from tests import workloads
-from tests.conftest import Workers, run_cli
+from tests.conftest import Workers, run_cli, run_sent_chunk
 from tests.user_project import build_project, run_in, user_env, venv_command
 from tests.value_samples import NUMPY_ROWS, ROWS, np, same, samples
 
@@ -187,23 +184,39 @@ def test_cli_prints_big_ints_tagged_and_never_hangs(broker: str) -> None:
 
 def test_a_chunk_whose_arguments_a_worker_cannot_read_fails_its_items_and_never_hangs(shared_workers: Workers) -> None:
     """A forged message (object dtype) reaches a real worker: its items fail; nothing is imported or run."""
-    from distloop.tasks.app import make_app
-
-    settings = shared_workers.settings
-    store = JobStore(settings.redis_client(), expires=600)
-    job_id = f"forged-{uuid.uuid4().hex}"
-    store.create(job_id, {"target": "tests.workloads:echo"})
     forged = {"__ndarray__": ["|O8", [1], "C", "AAAAAAAAAAA="]}
-    spec = {"index": 0, "calls": [[[forged], {}], [[1], {}]]}
-    app = make_app(settings)
-    app.send_task(defaults.CHUNK_TASK, args=(job_id, "tests.workloads:echo", spec, None, "collect"),
-                  queue=defaults.QUEUE, ignore_result=True)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not store.pop_done(job_id, 1.0) and time.monotonic() < deadline:
-        pass
-    (result,) = store.results(job_id, [0])
-    app.close()
-    assert result is not None, "the chunk never reported"
+    result = run_sent_chunk(shared_workers.settings, {"index": 0, "calls": [[[forged], {}], [[1], {}]]})
     assert [e["index"] for e in result["errors"]] == [0, 1]
     assert all("arguments cannot be read on this worker: not a dtype that travels" in e["message"]
                for e in result["errors"])  # fmt: skip
+
+
+@pytest.mark.skipif(np is None, reason="numpy is not installed")
+def test_large_arrays_travel_beside_their_messages_and_leave_nothing_behind(shared_workers: Workers) -> None:
+    """8 MB arrays as arguments and results on real workers: the message holds only names; each
+    argument's bytes go once answered, the rest with the job; nothing stays after the executor."""
+    settings = shared_workers.settings
+    client = settings.redis_client()
+    array = workloads.million_floats(3)
+    with CeleryExecutor(settings=settings) as ex:
+        assert same(ex.submit(workloads.echo, array).result(timeout=60), array)
+        assert same(ex.submit(workloads.million_floats, 3).result(timeout=60), array)
+        kept = [f for k in client.scan_iter("distloop:job:*:blobs") for f in client.hkeys(k)]
+        assert len(kept) == 2 and not [f for f in kept if f.startswith(b"a:")]  # the results'; arguments go
+        results = list(ex.map(workloads.echo, [array[:20_000], array, 5], chunksize=1))
+        assert [same(a, b) for a, b in zip(results, [array[:20_000], array, 5], strict=True)] == [True] * 3
+    with Pool(settings=settings) as pool:
+        assert same(pool.apply(workloads.echo, (array,)), array)
+    assert same(run_loop(workloads.million_floats, range(3, 5), settings=settings)[0], array)
+    assert not list(client.scan_iter("distloop:job:*:blobs"))
+    client.close()
+
+
+def test_an_array_argument_missing_beside_its_message_fails_its_item_and_never_hangs(shared_workers: Workers) -> None:
+    """A message naming argument bytes that are not in the ledger (expired, forged): a clear item error."""
+    ref = {"__ndarray__": ["<f8", [10_000], "C", {"__blob__": "gone"}]}
+    result = run_sent_chunk(shared_workers.settings, {"index": 0, "calls": [[[ref], {}]], "blobs": ["gone"]})
+    assert [e["message"] for e in result["errors"]] == [
+        "arguments cannot be read on this worker: an array's data was not found beside the message "
+        "(it expired, or was never stored)"
+    ]

@@ -95,6 +95,14 @@ def numpy_samples() -> dict[str, Any]:
         "numpy timedelta64 array": np.array([1, -2], dtype="timedelta64[us]"),
         "numpy unicode and bytes arrays": [np.array(["a", "bcd☃"]), np.array([b"x", b"yz"])],
         "numpy in containers": {"mean": np.float64(2.5), (1, np.int64(2)): [np.arange(3)]},
+        # From 64 KiB up an array travels beside the JSON on celery (distloop.tasks.core.blobs).
+        "numpy large arrays": [
+            np.linspace(-1, 1, 20_000),
+            np.asfortranarray(np.arange(40_000, dtype=">i4").reshape(200, 200)),
+            np.arange(90_000, dtype=np.uint8).reshape(300, 300)[::2, 1::3],
+            {"__blob__": "a user dict shaped like a reference", "x": np.zeros(9_000)},
+            np.frombuffer(struct.pack("<Q", 0x7FF8DEADBEEF0001) * 9_000, "<f8"),
+        ],
     }
 
 
@@ -107,7 +115,7 @@ NUMPY_ROWS = (
     "numpy str_ and bytes_ scalars", "numpy float64 array", "numpy NaN payloads", "numpy 0-d array",
     "numpy empty arrays", "numpy 3-d int32, C order", "numpy Fortran order", "numpy non-contiguous view",
     "numpy big-endian", "numpy bool, complex, float16", "numpy datetime64 array", "numpy timedelta64 array",
-    "numpy unicode and bytes arrays", "numpy in containers",
+    "numpy unicode and bytes arrays", "numpy in containers", "numpy large arrays",
 )  # fmt: skip
 ROWS = (*plain_samples(), *NUMPY_ROWS)
 

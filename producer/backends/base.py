@@ -54,6 +54,9 @@ class Backend(ABC):
     name: ClassVar[str]
     #: Whether the backend can stop a chunk that runs past ``JobSpec.timeout``.
     supports_timeout: ClassVar[bool] = False
+    #: Whether large array arguments may travel beside their chunk (``ChunkSpec.blobs``, see
+    #: :mod:`distloop.tasks.core.blobs`); a backend without it gets them inline.
+    out_of_band: ClassVar[bool] = False
 
     def __init__(self, settings: Settings | None = None, workers: int | None = None) -> None:
         self.settings = settings or Settings.from_env()

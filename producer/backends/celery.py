@@ -24,6 +24,7 @@ from celery.utils.nodenames import worker_direct
 from kombu import Queue
 from kombu.exceptions import OperationalError
 
+from distloop.backends.arguments import ArgumentBlobs
 from distloop.backends.base import Backend, JobSpec, StoredJob
 from distloop.backends.control import JOB_STAMP, held_by_workers, revoke_stamp
 from distloop.backends.events import follow_monitors
@@ -64,6 +65,7 @@ class CeleryBackend(Backend):
 
     name = "celery"
     supports_timeout = True
+    out_of_band = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,6 +86,7 @@ class CeleryBackend(Backend):
         self._watchdog = Watchdog()
         self._output: OutputStore | None = None  # the workers' forwarded output, when asked for
         self._output_shown = 0.0
+        self._arguments = ArgumentBlobs()  # large array arguments, beside their messages
         self.standing = False  # on the standing cluster of `distloop up`, found by its environment file
 
     @classmethod
@@ -227,6 +230,7 @@ class CeleryBackend(Backend):
         while True:
             try:
                 first()
+                self._arguments.put(self.store, job.job_id, chunks)  # type: ignore[arg-type]
                 # One producer connection; kombu's batch pipelines the publishes to Redis.
                 with self._producer.batch(max_size=max(1, len(chunks))):
                     for chunk in chunks:
@@ -322,6 +326,11 @@ class CeleryBackend(Backend):
         if indices and job.job_id in self._lost:
             self._lost[job.job_id].progressed()
         results = refusals.sort(ChunkResult.from_wire(r) for r in raw if r is not None)
+        if results:
+            try:
+                self._arguments.answered(self.store, job.job_id, results)
+            except (redis.RedisError, OSError):
+                pass  # they go with the job's ledger
         self._revoke_copies(job, results)
         # Output is pushed before its chunk's result: show it when a result says there is
         # some, when idle (a long chunk pushes as it runs), and at least every second.
@@ -458,6 +467,7 @@ class CeleryBackend(Backend):
         self._sent.pop(job.job_id, None)
         self._chunks.pop(job.job_id, None)
         self._stragglers.pop(job.job_id, None)
+        self._arguments.forget(job.job_id)
 
     def close(self) -> None:
         if self._producer is not None:

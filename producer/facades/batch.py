@@ -27,7 +27,7 @@ from typing import Any
 from distloop.assemble import fatal_error
 from distloop.backends.base import JobSpec
 from distloop.facades.call_errors import TYPES_HINT, call_error, describe, encode_call
-from distloop.tasks.core import codec
+from distloop.tasks.core import blobs, codec
 from distloop.tasks.core.errors import DistloopError, InitializerFailed, RemoteTraceback, ResultNotSerializable
 from distloop.tasks.kernel import ChunkResult, ChunkSpec
 
@@ -43,6 +43,10 @@ class Chunk:
     calls: list[Any] | None = None
     index: int = -1  # the chunk's index in its job, once sent
     spec: ChunkSpec | None = None
+    blobs: dict[str, Any] | None = None  # large arrays among the arguments, beside the message
+
+    def _decoded(self, value: Any) -> Any:
+        return codec.decode(blobs.attach(value, self.blobs) if self.blobs else value)
 
     def __len__(self) -> int:
         return len(self.each if self.each is not None else self.calls or ())
@@ -50,13 +54,13 @@ class Chunk:
     def call_text(self, position: int) -> str:
         """The call at ``position`` as error messages show it."""
         if self.each is not None:
-            return describe(self.job.target, [codec.decode(self.each[position])], {})
+            return describe(self.job.target, [self._decoded(self.each[position])], {})
         args, kwargs = (self.calls or [])[position]
-        return describe(self.job.target, codec.decode(args), codec.decode(kwargs))
+        return describe(self.job.target, self._decoded(args), self._decoded(kwargs))
 
     def to_spec(self, index: int, init: dict[str, Any] | None) -> ChunkSpec:
         self.index = index
-        self.spec = ChunkSpec(index=index, calls=self.calls, each=self.each, init=init)
+        self.spec = ChunkSpec(index=index, calls=self.calls, each=self.each, init=init, blobs=self.blobs)
         return self.spec
 
 
@@ -75,8 +79,9 @@ def fatal_exception(fatal: dict[str, Any]) -> Exception:
     return fatal_error(fatal)
 
 
-def encode_each(target: str, values: Sequence[Any]) -> list[Any]:
-    """``values`` as single arguments on the wire, at C speed; the item that cannot travel named."""
+def encode_each(target: str, values: Sequence[Any], first: int = 0) -> list[Any]:
+    """``values`` as single arguments on the wire, at C speed; the item that cannot travel named
+    (``first``: the position of ``values[0]`` among the caller's)."""
     try:
         return codec.encode_all(values)
     except codec.NotJSONable:
@@ -85,13 +90,13 @@ def encode_each(target: str, values: Sequence[Any]) -> list[Any]:
                 codec.encode(value)
             except codec.NotJSONable as exc:
                 raise ResultNotSerializable(
-                    f"cannot send {describe(target, [value], {})} (item {position}): {exc}; {TYPES_HINT}"
+                    f"cannot send {describe(target, [value], {})} (item {first + position}): {exc}; {TYPES_HINT}"
                 ) from None
         raise
 
 
-def encode_calls(target: str, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]) -> list[Any]:
-    return [encode_call(target, args, kwargs, n) for n, (args, kwargs) in enumerate(calls)]
+def encode_calls(target: str, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], first: int = 0) -> list[Any]:
+    return [encode_call(target, args, kwargs, n) for n, (args, kwargs) in enumerate(calls, first)]
 
 
 class Receiver(ABC):
@@ -184,9 +189,12 @@ class CallBatch(Receiver):
 
     # -- building ------------------------------------------------------------
 
-    def add(self, job: JobSpec, each: list[Any] | None = None, calls: list[Any] | None = None) -> Chunk:
+    def add(
+        self, job: JobSpec, each: list[Any] | None = None, calls: list[Any] | None = None,
+        blobs: dict[str, Any] | None = None,
+    ) -> Chunk:  # fmt: skip
         with self._cond:
-            chunk = Chunk(job, self, len(self.chunks), each, calls)
+            chunk = Chunk(job, self, len(self.chunks), each, calls, blobs=blobs or None)
             self.chunks.append(chunk)
             self._outcomes.append(None)
             self._left += 1

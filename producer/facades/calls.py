@@ -33,6 +33,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ from distloop.dispatch import resend_lost
 from distloop.facades.batch import CallBatch, Chunk, FutureCalls, encode_call, encode_calls, encode_each
 from distloop.facades.call_errors import name_of
 from distloop.sizing import auto_chunk_size
-from distloop.tasks.core import defaults
+from distloop.tasks.core import blobs, defaults
 from distloop.tasks.core.errors import BrokerUnavailable, DistloopError, InitializerFailed
 from distloop.tasks.kernel import ChunkResult
 
@@ -59,6 +60,7 @@ class _Pending:
     job: JobSpec
     calls: list[Any] = field(default_factory=list)
     futures: list[Future[Any]] = field(default_factory=list)
+    blobs: list[dict[str, Any]] = field(default_factory=list)  # each call's large arrays, beside it
 
 
 @dataclass
@@ -133,7 +135,8 @@ class CallDispatcher:
     def submit(self, fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Future[Any]:
         """Queue one call; its Future. Calls of one function wait together until the collector cuts chunks."""
         job = self.job_for(fn)
-        call = encode_call(job.target, args, kwargs, 0)
+        with self.out_of_band() as buffers:
+            call = encode_call(job.target, args, kwargs, 0)
         future: Future[Any] = Future()
         with self._lock:
             self._check_open()
@@ -141,7 +144,7 @@ class CallDispatcher:
                 # A free slot and nothing waiting: this call is sent as it is, as the standard
                 # library's pools move a call to their workers' queue while it has room.
                 future.set_running_or_notify_cancel()
-                self._start_locked(Chunk(job, FutureCalls([future]), calls=[call]))
+                self._start_locked(Chunk(job, FutureCalls([future]), calls=[call], blobs=buffers or None))
                 self._wake.notify_all()
                 return future
             pending = self._open.get(job.target)
@@ -151,20 +154,26 @@ class CallDispatcher:
                 self._wake.notify_all()
             pending.calls.append(call)
             pending.futures.append(future)
+            pending.blobs.append(buffers)
         return future
+
+    def out_of_band(self) -> AbstractContextManager[dict[str, Any]]:
+        """Encoding inside it puts large arrays beside the message, where the backend can carry them."""
+        return blobs.out_of_band(self.backend.out_of_band)
 
     def submit_calls(self, fn: Callable[..., Any], calls: Iterable[Call], chunksize: int = 1) -> list[Future[Any]]:
         """Queue ``fn``'s calls in chunks of exactly ``chunksize``; one Future per call, in order."""
         if chunksize < 1:
             raise ValueError(f"chunksize must be at least 1, not {chunksize}")
         job = self.job_for(fn)
-        encoded = encode_calls(job.target, list(calls))
+        every = list(calls)
         chunks: list[Chunk] = []
         futures: list[Future[Any]] = []
-        for start in range(0, len(encoded), chunksize):
-            part = encoded[start : start + chunksize]
+        for start in range(0, len(every), chunksize):
+            with self.out_of_band() as buffers:  # each chunk carries its own arguments' arrays
+                part = encode_calls(job.target, every[start : start + chunksize], start)
             own: list[Future[Any]] = [Future() for _ in part]
-            chunks.append(Chunk(job, FutureCalls(own), calls=part))
+            chunks.append(Chunk(job, FutureCalls(own), calls=part, blobs=buffers or None))
             futures.extend(own)
         self.add_chunks(chunks)
         return futures
@@ -189,16 +198,15 @@ class CallDispatcher:
             raise ValueError(f"chunksize must be at least 1, not {chunksize}")
         job = self.job_for(fn)
         batch = batch if batch is not None else CallBatch()
-        if star:
-            each, calls = None, encode_calls(job.target, [(tuple(args), {}) for args in values])
-        else:
-            each, calls = encode_each(job.target, values), None
         size = chunksize or auto_chunk_size(len(values), self.cost(job.target), self.backend.workers)
-        chunks = [
-            batch.add(job, each=each[s : s + size] if each is not None else None,
-                      calls=calls[s : s + size] if calls is not None else None)
-            for s in range(0, len(values), size)
-        ]  # fmt: skip
+        chunks = []
+        for s in range(0, len(values), size):  # encoded chunk by chunk: each carries its own arrays
+            with self.out_of_band() as buffers:
+                if star:
+                    part = encode_calls(job.target, [(tuple(args), {}) for args in values[s : s + size]], s)
+                    chunks.append(batch.add(job, calls=part, blobs=buffers))
+                else:
+                    chunks.append(batch.add(job, each=encode_each(job.target, values[s : s + size], s), blobs=buffers))
         self.add_chunks(chunks)
         if seal:
             batch.seal()
@@ -307,8 +315,9 @@ class CallDispatcher:
             entry = self._queue[0]
             if isinstance(entry, _Pending):
                 n = self._coalesce(entry.job.target, len(entry.calls))
-                chunk = Chunk(entry.job, FutureCalls(entry.futures[:n]), calls=entry.calls[:n])
-                del entry.calls[:n], entry.futures[:n]
+                buffers = {name: data for own in entry.blobs[:n] for name, data in own.items()}
+                chunk = Chunk(entry.job, FutureCalls(entry.futures[:n]), calls=entry.calls[:n], blobs=buffers or None)
+                del entry.calls[:n], entry.futures[:n], entry.blobs[:n]
                 if not entry.calls:
                     self._queue.popleft()
                     if self._open.get(entry.job.target) is entry:

@@ -150,10 +150,13 @@ def _submit_batch(executor: CeleryExecutor, batch: Any) -> tuple[Future[list[Any
             stop += 1
         run = items[start:stop]
         job = dispatcher.job_for(func)
-        if all(len(args) == 1 and not kwargs for _, args, kwargs in run):
-            chunks.append(calls.add(job, each=encode_each(job.target, [args[0] for _, args, _ in run])))
-        else:
-            chunks.append(calls.add(job, calls=encode_calls(job.target, [(args, kwargs) for _, args, kwargs in run])))
+        with dispatcher.out_of_band() as buffers:  # large arrays beside the message
+            if all(len(args) == 1 and not kwargs for _, args, kwargs in run):
+                chunk = calls.add(job, each=encode_each(job.target, [args[0] for _, args, _ in run]), blobs=buffers)
+            else:
+                encoded = encode_calls(job.target, [(args, kwargs) for _, args, kwargs in run])
+                chunk = calls.add(job, calls=encoded, blobs=buffers)
+        chunks.append(chunk)
         start = stop
     dispatcher.add_chunks(chunks)
     calls.seal()

@@ -19,8 +19,9 @@ is a tag (see :data:`TAGS`), holding plain data only:
                        ``[days, seconds, us]``. ``tz`` is None or ``[[days, seconds, us],
                        name]``: a :class:`datetime.timezone` (UTC, fixed offsets) only
 ``__uuid__``           32 hex digits
-``__ndarray__``        ``[dtype, shape, "C"|"F", base64]``; ``__numpy__`` ``[dtype,
-                       base64]`` for a numpy scalar (see :mod:`.codec_numpy`)
+``__ndarray__``        ``[dtype, shape, "C"|"F", base64]``, or ``{"__blob__": name}`` in the
+                       base64's place for raw bytes beside the JSON (:mod:`.blobs`);
+                       ``__numpy__`` ``[dtype, base64]`` for a numpy scalar (:mod:`.codec_numpy`)
 =====================  ================================================================
 
 Exact types only: a subclass (an ``IntEnum``, a ``str`` subclass, a

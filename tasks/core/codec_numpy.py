@@ -3,7 +3,9 @@
 Imported only where a numpy value is met: on the sending side numpy is already loaded
 (the value came from it), on the receiving side this import is the only one decoding
 ever does. An array is ``[dtype.str, shape, "C"|"F", base64 of its bytes]``: every bit
-travels (NaN payloads, ``-0.0``, NaT), in its own byte order, at 4/3 of its size.
+travels (NaN payloads, ``-0.0``, NaT), in its own byte order, at 4/3 of its size; or,
+inside :func:`.blobs.out_of_band` and from :data:`.blobs.MIN_BYTES` up, as raw bytes
+beside the JSON, with ``{"__blob__": name}`` in the base64's place.
 Decoding checks the dtype string against a pattern and an allow-set of kinds before
 numpy parses it, never builds an object, void or structured dtype, and rebuilds the
 array with ``numpy.frombuffer`` and ``reshape`` (into a writable buffer, as a local
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from distloop.tasks.core import blobs
 from distloop.tasks.core.codec import DecodeError, NotJSONable, type_name
 
 #: dtype kinds that travel: bool, signed and unsigned ints, floats, complex, datetime64,
@@ -48,7 +51,9 @@ def encode(value: Any) -> Any:
     # transpose is C-contiguous), as unsigned bytes, which every dtype can be viewed as.
     data = np.ascontiguousarray(value.T if order == "F" else value)
     raw = data.reshape(-1).view(np.uint8)
-    return {"__ndarray__": [_dtype_text(dtype), list(value.shape), order, _b64(raw)]}
+    # A large buffer beside the JSON, where the encoding is for a Redis (see .blobs).
+    ref = blobs.stash(raw.data) if raw.nbytes >= blobs.MIN_BYTES else None
+    return {"__ndarray__": [_dtype_text(dtype), list(value.shape), order, ref if ref is not None else _b64(raw)]}
 
 
 def decode(payload: Any, scalar: bool) -> Any:
@@ -69,11 +74,11 @@ def decode(payload: Any, scalar: bool) -> Any:
         or order not in ("C", "F")
     ):
         raise DecodeError("an array's shape is a list of sizes, its order C or F")
-    raw = _unb64(payload[3])
-    if len(raw) != math.prod(shape) * dtype.itemsize:
-        raise DecodeError(f"an array of shape {tuple(shape)} and dtype {dtype} does not hold {len(raw)} bytes")
+    data = _data(payload[3])
+    if len(data) != math.prod(shape) * dtype.itemsize:
+        raise DecodeError(f"an array of shape {tuple(shape)} and dtype {dtype} does not hold {len(data)} bytes")
     # A writable copy (frombuffer over bytes is read-only), as a local call would return.
-    return np.frombuffer(bytearray(raw), dtype).reshape(shape, order=order)
+    return np.frombuffer(bytearray(data), dtype).reshape(shape, order=order)
 
 
 def _dtype_text(dtype: np.dtype[Any]) -> str:
@@ -89,6 +94,15 @@ def _dtype(text: Any) -> np.dtype[Any]:
     if dtype.kind not in KINDS or dtype.hasobject or dtype.fields is not None:
         raise DecodeError(f"not a dtype that travels: {text!r:.40}")
     return dtype
+
+
+def _data(data: Any) -> bytes | bytearray | memoryview:
+    """An array's bytes: base64 text, or raw bytes that :func:`.blobs.attach` put in place of a reference."""
+    if type(data) in (bytes, bytearray, memoryview):
+        return data
+    if type(data) is dict and blobs.TAG in data:
+        raise DecodeError("an array's data was not found beside the message (it expired, or was never stored)")
+    return _unb64(data)
 
 
 def _b64(data: Any) -> str:

@@ -15,6 +15,10 @@ Keys (all expire after ``result_expires``; :func:`job_keys` lists them):
 - ``distloop:job:<id>:lease``    string: the producer that runs the job (see :mod:`.lease`)
 - ``distloop:job:<id>:output``   list: lines ``f`` printed or logged on the workers, until the
   producer shows them; ``...:output:budget`` (hash) counts what the job sent (:mod:`distloop.tasks.output`)
+- ``distloop:job:<id>:blobs``    hash: name -> raw bytes of a large numpy array that travels
+  beside its JSON (:mod:`distloop.tasks.core.blobs`): an argument's (``a:<hex>``, written
+  by the producer, dropped when its chunk's result is in) or a result's (``<index>:<hex>``,
+  written by the worker before its result, dropped with the result it belongs to)
 - ``distloop:job:<id>:outcome``  string: how the job ended ("done", "failed", "interrupted",
   "terminated"), written when its producer deletes the rest, so ``distloop status`` can
   still answer: the one key a finished job leaves behind, for ``result_expires``
@@ -32,20 +36,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
 import redis
 
-from distloop.tasks.core import defaults
+from distloop.tasks.core import blobs, defaults
 from distloop.tasks.kernel import REFUSALS
 
 PREFIX = "distloop:job:"
 ALLOW_KEY = "distloop:allow"
 #: The ledger's keys besides the description, by suffix (see :func:`job_keys`).
-SUFFIXES = ("results", "done", "running", "counts", "plan", "lease", "output", "output:budget")
+SUFFIXES = ("results", "done", "running", "counts", "plan", "lease", "output", "output:budget", "blobs")
 #: Suffix of the note a finished job leaves behind (see :meth:`JobStore.delete`).
 OUTCOME = "outcome"
+#: What an argument's blob name starts with in the blob hash (a result's starts with its chunk index).
+ARGUMENT_BLOB = "a:"
 
 # Lua: the kind of a stored result (a JSON chunk result), as _result_kind tells it.
 _KIND_OF = """
@@ -75,16 +81,17 @@ return 1
 """
 
 # KEYS: meta, results, done, running, counts. ARGV: index, result, expires, kind, refusal kinds.
-# Only while the job exists; a chunk already collected (below "collected") leaves nothing.
-# The first result of a chunk wins: a second copy (a re-sent straggler, a redelivery) is
-# ignored and returns 2, so the producer hears of each chunk once and counts it once.
+# Only while the job exists (else 0); a chunk already collected (below "collected") leaves
+# nothing and returns 3. The first result of a chunk wins (1): a second copy (a re-sent
+# straggler, a redelivery) is ignored and returns 2, so the producer hears of each chunk
+# once and counts it once.
 _PUT_RESULT = (
     _KIND_OF
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[4], ARGV[1])
 local collected = tonumber(redis.call('HGET', KEYS[5], 'collected') or '0')
-if tonumber(ARGV[1]) < collected then return 1 end
+if tonumber(ARGV[1]) < collected then return 3 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 2 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
@@ -233,16 +240,48 @@ class JobStore:
         if indices:
             self.client.hdel(_key(job_id, "running"), *map(str, indices))
 
-    def put_result(self, job_id: str, index: int, result: dict[str, Any]) -> bool:
+    def put_result(self, job_id: str, index: int, result: dict[str, Any], blobs: Mapping[str, Any] = {}) -> bool:
         """Record chunk ``index``'s result, count it and announce it (worker side); False if the job is gone.
 
         Atomic with the job's existence, so a chunk that finishes after its job was
         cancelled or collected leaves nothing behind in Redis. The first result of a
         chunk wins: a later copy's is ignored (still True: the job exists).
+
+        ``blobs``: the raw buffers the result's references name (:func:`.blobs.out_of_band`),
+        stored first under names of this copy's own, and dropped again if this copy's
+        result is not the one kept.
         """
+        names = {f"{index}:{name}": data for name, data in blobs.items()}
+        if blobs:
+            result = {**result, "blobs": {f"{index}:{name}": name for name in blobs}}
+            _retrying(lambda: self.put_blobs(job_id, names), self.patience)
         keys = [*_keys(job_id), _key(job_id, "counts")]
         args: list[str | int] = [str(index), json.dumps(result), self.expires, result_kind(result), ",".join(REFUSALS)]
-        return bool(_retrying(lambda: self._put_result(keys, args), self.patience))
+        stored = _retrying(lambda: self._put_result(keys, args), self.patience)
+        if names and stored != 1:
+            _retrying(lambda: self.drop_blobs(job_id, names), self.patience)
+        return bool(stored)
+
+    def put_blobs(self, job_id: str, blobs: Mapping[str, Any]) -> None:
+        """Store raw buffers under their names in the job's blob hash (plain HSET: no script copies them)."""
+        if blobs:
+            key = _key(job_id, "blobs")
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, mapping=dict(blobs))  # type: ignore[arg-type]
+            pipe.expire(key, self.expires)
+            pipe.execute()
+
+    def get_blobs(self, job_id: str, names: Collection[str]) -> dict[str, bytes | None]:
+        """The raw buffers stored under ``names`` (None for one that is gone)."""
+        wanted = list(names)
+        if not wanted:
+            return {}
+        found: list[bytes | None] = self.client.hmget(_key(job_id, "blobs"), wanted)  # type: ignore[assignment]
+        return dict(zip(wanted, found, strict=True))
+
+    def drop_blobs(self, job_id: str, names: Collection[str]) -> None:
+        if names:
+            self.client.hdel(_key(job_id, "blobs"), *names)
 
     def drop_refusals(self, job_id: str, indices: Collection[int]) -> int:
         """Forget the stored results of ``indices`` that are refusals (fatal, of a kind in :data:`REFUSALS`).
@@ -273,7 +312,15 @@ class JobStore:
         if not indices:  # HMGET wants at least one field (a resumed job may have none stored)
             return []
         raw = self.client.hmget(_key(job_id, "results"), [str(i) for i in indices])
-        return [json.loads(r) if r is not None else None for r in raw]
+        results = [json.loads(r) if r is not None else None for r in raw]
+        # Large arrays travel beside their results: fetched in one HMGET, put back in place.
+        named = [n for n, r in enumerate(results) if r is not None and "blobs" in r]
+        if named:
+            stored = self.get_blobs(job_id, [f for n in named for f in results[n]["blobs"]])  # type: ignore[index]
+            for n in named:
+                fields = results[n].pop("blobs")  # type: ignore[union-attr]
+                results[n] = blobs.attach(results[n], {name: stored.get(f) for f, name in fields.items()})
+        return results
 
     def has_results(self, job_id: str, indices: Collection[int]) -> set[int]:
         """Those of ``indices`` that have a result stored."""
@@ -350,11 +397,23 @@ class JobStore:
         pipe.hset(_key(job_id, "counts"), "collected", nxt)
         pipe.execute()
         below = list(range(start, nxt))
+        self._drop_result_blobs(job_id, start, nxt)
         for offset in range(0, len(below), 10_000):
             fields = [str(i) for i in below[offset : offset + 10_000]]
             self.client.hdel(results_key, *fields)
             # The plan keeps the last emitted chunk: resume continues after its stop.
-            self.client.hdel(_key(job_id, "plan"), *[f for f in fields if int(f) != nxt - 1])
+            planned = [f for f in fields if int(f) != nxt - 1]
+            if planned:  # (HDEL wants a field: a checkpoint one chunk past the last has none)
+                self.client.hdel(_key(job_id, "plan"), *planned)
+
+    def _drop_result_blobs(self, job_id: str, start: int, stop: int) -> None:
+        """Forget the large arrays of results ``start .. stop - 1`` (named ``<index>:<hex>``)."""
+        key = _key(job_id, "blobs")
+        if not self.client.exists(key):
+            return
+        prefix = [_text(f).partition(":") for f in self.client.hkeys(key)]
+        gone = [a + ":" + b for a, _, b in prefix if a.isdigit() and start <= int(a) < stop]
+        self.drop_blobs(job_id, gone)
 
     def delete(self, job_id: str, outcome: dict[str, Any] | None = None) -> list[int]:
         """Remove every key of the job's ledger; the chunks that were running then (in one transaction).

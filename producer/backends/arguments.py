@@ -1,0 +1,44 @@
+"""Large array arguments of chunks sent to Celery workers: stored beside the messages, dropped once answered.
+
+A chunk whose arguments hold large numpy arrays (``ChunkSpec.blobs``, see
+:mod:`distloop.tasks.core.blobs`) is published with only their names; the raw bytes
+go first into the job's blob hash, where the worker that runs the chunk reads them.
+They stay while the chunk may run again (a lost chunk, a straggler's copy, a refusal
+handed to another worker) and go when its result is in, or with the job's ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from distloop.tasks.kernel import ChunkResult, ChunkSpec
+from distloop.tasks.store.jobs import ARGUMENT_BLOB, JobStore
+
+
+class ArgumentBlobs:
+    """Which sent chunks of which job have arguments in the blob hash."""
+
+    def __init__(self) -> None:
+        self._stored: dict[str, dict[int, list[str]]] = {}  # job id -> chunk index -> field names
+
+    def put(self, store: JobStore, job_id: str, chunks: Sequence[ChunkSpec]) -> None:
+        """Store the arguments of ``chunks`` not stored yet (before the chunks are published)."""
+        stored = self._stored.setdefault(job_id, {})
+        fresh = {}
+        for chunk in chunks:
+            if chunk.blobs and chunk.index not in stored:
+                fresh[chunk.index] = {ARGUMENT_BLOB + name: data for name, data in chunk.blobs.items()}
+        if fresh:
+            store.put_blobs(job_id, {field: data for own in fresh.values() for field, data in own.items()})
+            stored.update({index: list(own) for index, own in fresh.items()})
+
+    def answered(self, store: JobStore, job_id: str, results: Iterable[ChunkResult]) -> None:
+        """Drop the arguments of chunks whose result is in (none of these is a refusal)."""
+        stored = self._stored.get(job_id)
+        if stored:
+            fields = [f for r in results for f in stored.pop(r.index, ())]
+            store.drop_blobs(job_id, fields)
+
+    def forget(self, job_id: str) -> None:
+        """The job ended (its blob hash went with its ledger)."""
+        self._stored.pop(job_id, None)
