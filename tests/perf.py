@@ -111,6 +111,16 @@ def facade_walls(settings: Settings, n: int, repeat: int = 5) -> dict[str, float
         register_joblib(executor=ex)
         with joblib.parallel_config(backend="distloop"):
             timed("joblib.Parallel", lambda: joblib.Parallel(n_jobs=-1)(joblib.delayed(square)(i) for i in range(n)))
+    # The floor under any joblib backend: the caller's own generator of delayed() calls, before a
+    # backend sees one; and joblib's default backend (loky) on the same machine, as users run it.
+    timed(
+        "joblib delayed() calls, built and run in-process",
+        lambda: [f(*a) for f, a, _ in (joblib.delayed(square)(i) for i in range(n))],
+    )
+    timed(
+        "joblib.Parallel(n_jobs=2), loky",
+        lambda: joblib.Parallel(n_jobs=2)(joblib.delayed(square)(i) for i in range(n)),
+    )
     return walls
 
 
@@ -139,6 +149,10 @@ def facade_rows(settings: Settings, plain_rate: float, n: int = 100_000, submits
                "<= 5", wall / mp <= 5)  # fmt: skip
         record(f"square 0:{n} {name} / run_loop wall", f"{wall:.3f} / {loop:.3f} s = {wall / loop:.2f}", "<= 1.5",
                wall / loop <= 1.5)  # fmt: skip
+    floor = walls["joblib delayed() calls, built and run in-process"]
+    loky = walls["joblib.Parallel(n_jobs=2), loky"]
+    print(f"  joblib: the delayed() calls, built and run in-process, take {floor:.3f} s = {floor / mp:.1f}x "
+          f"multiprocessing.Pool(2).map; loky's Parallel {loky:.3f} s = {loky / mp:.1f}x", flush=True)  # fmt: skip
     rate = submits / submit_seconds(settings, submits)
     shown = f"{rate:.0f}/s vs {plain_rate:.0f}/s = {rate / plain_rate:.1f}x"
     record(f"submit() x {submits} vs group+join_native", shown, ">= 3x", rate >= 3 * plain_rate)
