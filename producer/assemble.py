@@ -107,9 +107,13 @@ class Assembler:
     def _emit(self, result: ChunkResult) -> None:
         if self.reduce:
             self.value = combine(self.reduce, self.value, codec.decode(result.partial))
-        elif self.sink is not None:
-            for value in result.values or ():
-                self.sink(codec.decode(value))
+        elif self.sink is not None and result.values:
+            values = codec.decode_all(result.values)
+            if isinstance(self.sink, ListSink):  # the common case: a chunk's values at once
+                self.sink.values.extend(values)
+            else:
+                for value in values:
+                    self.sink(value)
 
 
 def chunk_failed(error: dict[str, Any]) -> ChunkFailed:

@@ -231,7 +231,7 @@ def _calls(fn: Callable[..., Any], chunk: ChunkSpec) -> tuple[_Calls, Callable[[
     # chunk, as the chunk task reports them, instead of running the calls around them.
     calls: Iterator[Any]
     if chunk.each is not None:  # f(x) calls, one argument each (map's compact form)
-        calls = map(fn, list(map(codec.decode, chunk.each)))
+        calls = map(fn, codec.decode_all(chunk.each))
     elif any(kwargs for _, kwargs in chunk.calls or ()):
         calls = map(_apply, repeat(fn), list(map(codec.decode, chunk.calls or ())))
     else:

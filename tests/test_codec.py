@@ -289,3 +289,13 @@ def test_the_ledger_keeps_a_chunks_first_copys_arrays_and_drops_every_other(redi
         result = {"index": 1, "items": 1, "values": [codec.encode(array)]}
     assert not store.put_result("j", 1, result, buffers)  # the job is gone: nothing stays
     assert not client.exists("distloop:job:j:blobs")
+
+
+def test_decode_all_decodes_tagged_values_and_passes_plain_ones_through() -> None:
+    plain = [1, 2.5, "x", None, True]
+    assert codec.decode_all(plain) is plain  # nothing to decode: no copy, no call per item
+    mixed = codec.encode_all([1, (2, 3), {4}, "y"])
+    assert codec.decode_all(mixed) == [1, (2, 3), {4}, "y"]
+    assert codec.decode_all(iter([1, {"__tuple__": [2]}])) == [1, (2,)]
+    with pytest.raises(codec.DecodeError):
+        codec.decode_all([1, {"__int__": "not hex"}])

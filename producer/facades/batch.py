@@ -222,7 +222,7 @@ class CallBatch(Receiver):
         if result.fatal:
             self._settle(chunk.slot, Outcome([], {}, fatal_exception(result.fatal)))
         else:
-            values = list(map(codec.decode, result.values or ()))
+            values = codec.decode_all(result.values or ())
             outcome = Outcome(values, {e["index"]: e for e in result.errors})
             if len(values) < len(chunk):  # never from this kernel: say so rather than lose calls
                 outcome.error = DistloopError(f"{chunk.job.target}: the worker returned no result for some calls")

@@ -44,7 +44,7 @@ import datetime as dt
 import json
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -218,6 +218,16 @@ def decode(value: Any) -> Any:
         raise
     except (TypeError, ValueError, ArithmeticError) as exc:  # a constructor refused its payload
         raise DecodeError(f"not a value distloop's codec writes: {exc}") from None
+
+
+def decode_all(values: Iterable[Any]) -> list[Any]:
+    """``[decode(v) for v in values]``, without a call per plain scalar (the common case); a list
+    of plain scalars only is returned as it is."""
+    values = values if isinstance(values, list) else list(values)
+    if _SCALARS.issuperset(map(type, values)):  # in C: nothing to decode, the list is the values
+        return values
+    scalars = _SCALARS
+    return [v if type(v) in scalars else decode(v) for v in values]
 
 
 def _decode(value: Any, depth: int) -> Any:
