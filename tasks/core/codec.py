@@ -112,7 +112,11 @@ def encode_call(args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any]:
 
 
 def encode_all(values: Any) -> list[Any]:
-    """``[encode(v) for v in values]``, without a call per plain scalar (the common case)."""
+    """``[encode(v) for v in values]``, without a call per plain scalar (the common case): a new list."""
+    values = list(values)
+    types = set(map(type, values))  # in C, as are min and max: a chunk of plain values costs no loop here
+    if types <= _PLAIN or (types == {int} and min(values) >= _INT_LOW and max(values) < _INT_HIGH):
+        return values
     plain, low, high = _PLAIN, _INT_LOW, _INT_HIGH
     # Ints first: the most common result of a cheap item, where this loop's cost shows.
     return [v if ((t := type(v)) is int and low <= v < high) or t in plain else _encode(v, 0) for v in values]
