@@ -166,3 +166,13 @@ def test_max_tasks_per_child_setting_reaches_celery_and_the_workers_environment(
     for bad in ("x", "0", "-2"):
         with pytest.raises(UsageError, match=r"DISTLOOP_MAX_TASKS_PER_CHILD=.*expected a whole number above 0"):
             Settings.from_env({"DISTLOOP_MAX_TASKS_PER_CHILD": bad})
+
+
+def test_a_worker_count_above_the_cap_is_refused_in_the_constructors_own_words() -> None:
+    """The cap is checked before anything forks, and the error names the argument the caller wrote."""
+    from distloop.tasks.core.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"^processes=100000 is above this machine's cap of \d+"):
+        Pool(100_000, backend="process")
+    with pytest.raises(UsageError, match=r"^max_workers=100000 is above the cap of \d+"):
+        CeleryExecutor(max_workers=100_000, backend="thread")

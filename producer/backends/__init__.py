@@ -35,9 +35,11 @@ def backend_class(name: str) -> type[Backend]:
     return found
 
 
-def get_backend(name: str, settings: Settings | None = None, workers: int | None = None) -> Backend:
-    """The backend called ``name``, not yet started."""
+def get_backend(
+    name: str, settings: Settings | None = None, workers: int | None = None, option: str = "--workers"
+) -> Backend:
+    """The backend called ``name``, not yet started (``option``: how a refused ``workers`` is named)."""
     cls = backend_class(name)
     settings = settings or Settings.from_env()
-    check_workers(workers, "--workers", cls.worker_cap(settings))  # before anything forks
+    check_workers(workers, option, cls.worker_cap(settings))  # before anything forks
     return cls(settings, workers)

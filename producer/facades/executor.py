@@ -34,6 +34,7 @@ def make_backend(
     *,
     max_tasks_per_child: int | None = None,
     allow: tuple[str, ...] = (),
+    option: str = "max_workers",
 ) -> tuple[Backend, bool]:
     """The started backend a facade runs on, and whether the facade owns it.
 
@@ -50,7 +51,7 @@ def make_backend(
         settings = settings.replace(max_tasks_per_child=max_tasks_per_child)
     if forward_output is not None:
         settings = settings.replace(forward_output=forward_output)
-    engine = get_backend(backend, settings, workers)
+    engine = get_backend(backend, settings, workers, option=f"{option}=")
     engine.start(allow)
     return engine, True
 

@@ -69,8 +69,9 @@ class Pool:
         init = initializer_spec(initializer, initargs)
         allow = (init["target"].rpartition(":")[0],) if init else ()
         engine, owned = make_backend(
-            processes, broker, settings, backend, forward_output, max_tasks_per_child=maxtasksperchild, allow=allow
-        )
+            processes, broker, settings, backend, forward_output, max_tasks_per_child=maxtasksperchild, allow=allow,
+            option="processes",
+        )  # fmt: skip
         self._dispatcher = CallDispatcher(engine, own_backend=owned, init=init)
         self._state = "RUN"
         self._imaps: weakref.WeakSet[IMapIterator] = weakref.WeakSet()

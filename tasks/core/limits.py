@@ -30,13 +30,14 @@ def check_workers(count: int | None, option: str = "--workers", cap: int | None 
         return
     check_positive(count, option)
     limit = worker_cap() if cap is None else cap
+    given = f"{option}{count}" if option.endswith("=") else f"{option} {count}"  # "processes=64", "--workers 64"
     if count > limit and limit == worker_cap() < defaults.MAX_WORKERS:
         raise UsageError(
-            f"{option} {count} is above this machine's cap of {limit}"
+            f"{given} is above this machine's cap of {limit}"
             f" ({defaults.WORKERS_PER_CPU} per CPU, at most {defaults.MAX_WORKERS})"
         )
     if count > limit:
-        raise UsageError(f"{option} {count} is above the cap of {limit}")
+        raise UsageError(f"{given} is above the cap of {limit}")
 
 
 def check_positive(value: int, option: str, most: int | None = None) -> None:
