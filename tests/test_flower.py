@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import urllib.error
@@ -201,9 +202,10 @@ def test_distloop_flower_command_prints_url_and_credentials_once(workers: Worker
         assert fetch(url.group(1) + "/api/workers", (creds.group(1), creds.group(2)))[0] == 200
         assert fetch(url.group(1) + "/api/workers")[0] == 401
     finally:
-        cli.stop()
+        code = cli.stop(signal.SIGINT)  # Ctrl-C: how the command is meant to end
     with pytest.raises(OSError):  # stopped with the command: nothing answers any more
         urllib.request.urlopen(url.group(1) + "/healthcheck", timeout=5)
+    assert code == 0 and "distloop flower: stopped" in out.read_text() and "error" not in out.read_text()
 
 
 @pytest.mark.parametrize("text", ["nocolon", ":pass", "user:", "a:b,c:d"])

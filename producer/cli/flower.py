@@ -54,5 +54,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"distloop flower: Flower exited with code {flower.process.popen.returncode}", file=sys.stderr)
         print(flower.log().strip()[-2000:], file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # Ctrl-C is how this command is meant to end: no error
+        print("distloop flower: stopped", file=sys.stderr, flush=True)
+        return 0
     finally:
         flower.stop()
