@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import sys
+
+from distloop.tasks.core.errors import DistloopError
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.output import OutputStore
 from distloop.tasks.store.jobs import JobStore
 
-settings = Settings.from_env()
+
+def _settings() -> Settings:
+    """This process's settings; a bad DISTLOOP_* variable ends it with one line, not an import traceback
+    (``celery -A distloop.tasks worker`` imports this module before anything can catch it)."""
+    try:
+        return Settings.from_env()
+    except DistloopError as exc:
+        print(f"distloop worker: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+
+
+settings = _settings()
 _store: JobStore | None = None
 _output: OutputStore | None = None
 

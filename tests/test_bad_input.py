@@ -443,3 +443,17 @@ def test_bad_input(case: Case, shared_workers: Workers, shared_redis: RedisServe
 def test_the_table_holds_at_least_40_ways_to_go_wrong() -> None:
     assert len(CASES) >= 40
     assert len({c.name for c in CASES}) == len(CASES), "every row has its own name"
+
+
+def test_plain_celery_worker_with_a_bad_variable_says_one_line_and_exits_2() -> None:
+    """``celery -A distloop.tasks worker``, as a user starts one without distloop's CLI: no import traceback."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DISTLOOP_IO_CONCURRENCY": "abc"}
+    done = subprocess.run([sys.executable, "-m", "celery", "-A", "distloop.tasks", "worker"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "distloop worker: error: DISTLOOP_IO_CONCURRENCY='abc': expected a whole number from 1 to 1000"
+    )
