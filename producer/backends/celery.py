@@ -470,22 +470,24 @@ class CeleryBackend(Backend):
         self._arguments.forget(job.job_id)
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.release()
-            self._producer = None
-        if self.app is not None:
-            self.app.close()
-            self.app = None
-        if self._broker is not None:
-            self._broker.close()
-            self._broker = None
-        self._output = None
-        if self.store is not None:
-            self.store.client.close()
-            self.store = None
-        if self.cluster is not None:
-            self.cluster.stop()
-            self.cluster = None
+        try:
+            if self._producer is not None:
+                self._producer.release()
+                self._producer = None
+            if self.app is not None:
+                self.app.close()
+                self.app = None
+            if self._broker is not None:
+                self._broker.close()
+                self._broker = None
+            self._output = None
+            if self.store is not None:
+                self.store.client.close()
+                self.store = None
+        finally:  # whatever closing a connection raised, the processes we started are stopped
+            if self.cluster is not None:
+                self.cluster.stop()
+                self.cluster = None
 
 
 def time_limits(timeout: float | None) -> dict[str, float]:
