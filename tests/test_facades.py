@@ -275,6 +275,26 @@ def test_pool_imap_yields_in_order_raises_at_the_item_and_goes_on(broker: str) -
         assert sorted(pool.imap_unordered(square, range(30), chunksize=4)) == [square(i) for i in range(30)]
 
 
+def test_pool_imap_for_loops_and_next_take_turns_without_losing_or_repeating_an_item(broker: str) -> None:
+    """A ``for`` loop takes a chunk's values in bulk; it shares the iterator's place with ``next()``."""
+    with Pool(broker=broker) as pool:
+        results = pool.imap(square, range(50), chunksize=7)
+        got = [next(results), results.next(timeout=60)]
+        for value in results:  # stopped mid-chunk
+            got.append(value)
+            if len(got) == 20:
+                break
+        got += [next(results) for _ in range(5)]
+        got += list(results)
+        assert got == [square(i) for i in range(50)]
+        failing = pool.imap(workloads.fail_at_7, range(10), chunksize=4)
+        seen: list[int] = []
+        with pytest.raises(ValueError, match="bad item 7"):
+            for value in failing:
+                seen.append(value)
+        assert seen == list(range(7)) and list(failing) == [8, 9]  # the rest still comes, as in multiprocessing
+
+
 def test_pool_close_lets_a_running_imap_finish_its_input(broker: str) -> None:
     pool = Pool(2, broker=broker)
     results = pool.imap(square, iter(range(100)))  # read lazily: far more than is in flight
