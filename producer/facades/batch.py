@@ -45,6 +45,9 @@ class Chunk:
     spec: ChunkSpec | None = None
     blobs: dict[str, Any] | None = None  # large arrays among the arguments, beside the message
 
+    def __post_init__(self) -> None:
+        self.blobs = self.blobs or None  # an empty sink: none
+
     def _decoded(self, value: Any) -> Any:
         return codec.decode(blobs.attach(value, self.blobs) if self.blobs else value)
 
@@ -194,7 +197,7 @@ class CallBatch(Receiver):
         blobs: dict[str, Any] | None = None,
     ) -> Chunk:  # fmt: skip
         with self._cond:
-            chunk = Chunk(job, self, len(self.chunks), each, calls, blobs=blobs or None)
+            chunk = Chunk(job, self, len(self.chunks), each, calls, blobs=blobs)
             self.chunks.append(chunk)
             self._outcomes.append(None)
             self._left += 1

@@ -144,7 +144,7 @@ class CallDispatcher:
                 # A free slot and nothing waiting: this call is sent as it is, as the standard
                 # library's pools move a call to their workers' queue while it has room.
                 future.set_running_or_notify_cancel()
-                self._start_locked(Chunk(job, FutureCalls([future]), calls=[call], blobs=buffers or None))
+                self._start_locked(Chunk(job, FutureCalls([future]), calls=[call], blobs=buffers))
                 self._wake.notify_all()
                 return future
             pending = self._open.get(job.target)
@@ -173,7 +173,7 @@ class CallDispatcher:
             with self.out_of_band() as buffers:  # each chunk carries its own arguments' arrays
                 part = encode_calls(job.target, every[start : start + chunksize], start)
             own: list[Future[Any]] = [Future() for _ in part]
-            chunks.append(Chunk(job, FutureCalls(own), calls=part, blobs=buffers or None))
+            chunks.append(Chunk(job, FutureCalls(own), calls=part, blobs=buffers))
             futures.extend(own)
         self.add_chunks(chunks)
         return futures
@@ -316,7 +316,7 @@ class CallDispatcher:
             if isinstance(entry, _Pending):
                 n = self._coalesce(entry.job.target, len(entry.calls))
                 buffers = {name: data for own in entry.blobs[:n] for name, data in own.items()}
-                chunk = Chunk(entry.job, FutureCalls(entry.futures[:n]), calls=entry.calls[:n], blobs=buffers or None)
+                chunk = Chunk(entry.job, FutureCalls(entry.futures[:n]), calls=entry.calls[:n], blobs=buffers)
                 del entry.calls[:n], entry.futures[:n], entry.blobs[:n]
                 if not entry.calls:
                     self._queue.popleft()

@@ -52,7 +52,7 @@ def encode(value: Any) -> Any:
     data = np.ascontiguousarray(value.T if order == "F" else value)
     raw = data.reshape(-1).view(np.uint8)
     # A large buffer beside the JSON, where the encoding is for a Redis (see .blobs).
-    ref = blobs.stash(raw.data) if raw.nbytes >= blobs.MIN_BYTES else None
+    ref = blobs.stash(raw.data)
     return {"__ndarray__": [_dtype_text(dtype), list(value.shape), order, ref if ref is not None else _b64(raw)]}
 
 

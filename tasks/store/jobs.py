@@ -251,9 +251,9 @@ class JobStore:
         stored first under names of this copy's own, and dropped again if this copy's
         result is not the one kept.
         """
-        names = {f"{index}:{name}": data for name, data in blobs.items()}
+        names = {_result_blob(index, name): data for name, data in blobs.items()}
         if blobs:
-            result = {**result, "blobs": {f"{index}:{name}": name for name in blobs}}
+            result = {**result, "blobs": list(blobs)}
             _retrying(lambda: self.put_blobs(job_id, names), self.patience)
         keys = [*_keys(job_id), _key(job_id, "counts")]
         args: list[str | int] = [str(index), json.dumps(result), self.expires, result_kind(result), ",".join(REFUSALS)]
@@ -316,10 +316,14 @@ class JobStore:
         # Large arrays travel beside their results: fetched in one HMGET, put back in place.
         named = [n for n, r in enumerate(results) if r is not None and "blobs" in r]
         if named:
-            stored = self.get_blobs(job_id, [f for n in named for f in results[n]["blobs"]])  # type: ignore[index]
+            fields: dict[int, list[str]] = {}
             for n in named:
-                fields = results[n].pop("blobs")  # type: ignore[union-attr]
-                results[n] = blobs.attach(results[n], {name: stored.get(f) for f, name in fields.items()})
+                result: dict[str, Any] = results[n]  # type: ignore[assignment]
+                fields[n] = [_result_blob(result["index"], name) for name in result.pop("blobs")]
+            stored = self.get_blobs(job_id, [f for own in fields.values() for f in own])
+            for n in named:
+                found = {f.partition(":")[2]: stored.get(f) for f in fields[n]}
+                results[n] = blobs.attach(results[n], found)
         return results
 
     def has_results(self, job_id: str, indices: Collection[int]) -> set[int]:
@@ -451,6 +455,11 @@ class JobStore:
                 yield rest, True
             elif rest.endswith(":" + OUTCOME) and rest.count(":") == 1:
                 yield rest.split(":")[0], False
+
+
+def _result_blob(index: int, name: str) -> str:
+    """The blob hash field of a result's array: its chunk index first, for the checkpoint to find."""
+    return f"{index}:{name}"
 
 
 def _text(value: bytes | str) -> str:
