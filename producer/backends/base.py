@@ -37,6 +37,9 @@ class JobSpec:
     io_concurrency: int | None = None
     #: A blocking function's items run at once per chunk on a threads pool (None: one at a time).
     fan_out: int | None = None
+    #: Whether results stay in the ledger once read, until a checkpoint covers them (resume
+    #: reads them). The facades' jobs cannot resume: their results go as they are read.
+    keep_results: bool = True
 
 
 @dataclass(frozen=True)

@@ -317,7 +317,7 @@ class CeleryBackend(Backend):
         try:
             # With refusals still to hand over (Redis was away), do not block on new results.
             indices = self.store.pop_done(job.job_id, 0.01 if refusals.backlog else timeout)
-            raw = self.store.results(job.job_id, indices)
+            raw = self.store.results(job.job_id, indices, consume=not job.keep_results)
         except (redis.RedisError, OSError) as exc:
             self._watchdog.unreachable(f"lost the result store: {exc}")
             time.sleep(min(timeout, 1.0))

@@ -100,6 +100,7 @@ class CallDispatcher:
         self._jobs = _Jobs()
         self._names: dict[Callable[..., Any], str] = {}
         self._cost: dict[str, float] = {}  # seconds per call, by target, from finished chunks
+        self._trimmed: dict[str, int] = {}  # job id -> every chunk below it came back (see _trim)
         self._closing = False
         self._terminating = False
         self._broken: BaseException | None = None
@@ -124,7 +125,8 @@ class CallDispatcher:
     def _job_locked(self, target: str) -> JobSpec:
         job = self._jobs.by_target.get(target)
         if job is None:
-            job = JobSpec(uuid.uuid4().hex[:12], target, None, "collect", meta={"facade": "calls"})
+            # No resume for calls: each result leaves Redis once read (keep_results).
+            job = JobSpec(uuid.uuid4().hex[:12], target, None, "collect", meta={"facade": "calls"}, keep_results=False)
             self._jobs.by_target[target] = job
         return job
 
@@ -281,6 +283,7 @@ class CallDispatcher:
                 self._collect()
                 if time.monotonic() >= next_check:
                     self._resend_lost()
+                    self._trim()
                     next_check = time.monotonic() + defaults.RECOVERY_INTERVAL
         except BaseException as exc:
             self._fail_everything(exc)
@@ -392,6 +395,21 @@ class CallDispatcher:
                 by_job.setdefault(chunk.job.job_id, []).append(chunk)
         for chunks in by_job.values():
             resend_lost(self.backend, chunks[0].job, {c.index: c.spec for c in chunks if c.spec is not None})
+
+    def _trim(self) -> None:
+        """Tell each job's backend which chunks all came back: below the lowest one in flight
+        (the tombstones of their read results then go too, and a late copy of one is dropped)."""
+        with self._lock:
+            lowest = dict(self._jobs.next_index)
+            for (_, index), chunk in self._in_flight.items():
+                target = chunk.job.target
+                lowest[target] = min(lowest.get(target, index), index)
+            jobs = [(job, lowest.get(target, 0)) for target, job in self._jobs.by_target.items()
+                    if job.job_id in self._jobs.opened]  # fmt: skip
+        for job, below in jobs:
+            if below > self._trimmed.get(job.job_id, 0):
+                self.backend.collected(job, {"next": below})
+                self._trimmed[job.job_id] = below
 
     def _fail_everything(self, exc: BaseException) -> None:
         with self._lock:

@@ -3,7 +3,8 @@
 Keys (all expire after ``result_expires``; :func:`job_keys` lists them):
 
 - ``distloop:job:<id>``          hash: the job's description (target, plan, state)
-- ``distloop:job:<id>:results``  hash: chunk index -> chunk result (JSON), until collected
+- ``distloop:job:<id>:results``  hash: chunk index -> chunk result (JSON), until collected; a
+  facade's job keeps only an empty tombstone once its producer read the result
 - ``distloop:job:<id>:done``     list: chunk indices in completion order, which the
   producer pops to stream results without polling each chunk
 - ``distloop:job:<id>:running``  hash: chunk index -> {"host", "at"} while a worker runs it
@@ -52,6 +53,8 @@ SUFFIXES = ("results", "done", "running", "counts", "plan", "lease", "output", "
 OUTCOME = "outcome"
 #: What an argument's blob name starts with in the blob hash (a result's starts with its chunk index).
 ARGUMENT_BLOB = "a:"
+#: What stays of a result its producer read and will not need again (see :meth:`JobStore.results`).
+RECEIVED = ""
 
 # Lua: the kind of a stored result (a JSON chunk result), as _result_kind tells it.
 _KIND_OF = """
@@ -308,23 +311,43 @@ class JobStore:
         if indices:
             self.client.rpush(_key(job_id, "done"), *map(str, sorted(indices)))
 
-    def results(self, job_id: str, indices: list[int]) -> list[dict[str, Any] | None]:
+    def results(self, job_id: str, indices: list[int], consume: bool = False) -> list[dict[str, Any] | None]:
+        """The stored results of ``indices`` (None where there is none), their large arrays in place.
+
+        With ``consume`` (a job that cannot be resumed: the facades'), each result read,
+        and its arrays, leave Redis at once: a tombstone (:data:`RECEIVED`) stays in its
+        place, so that a late copy of the chunk is still ignored, until a checkpoint past
+        it drops that too. A refusal stays: it is dropped when its chunk is sent again.
+        """
         if not indices:  # HMGET wants at least one field (a resumed job may have none stored)
             return []
         raw = self.client.hmget(_key(job_id, "results"), [str(i) for i in indices])
-        results = [json.loads(r) if r is not None else None for r in raw]
+        results = [json.loads(r) if r else None for r in raw]  # (a tombstone reads as none)
         # Large arrays travel beside their results: fetched in one HMGET, put back in place.
         named = [n for n, r in enumerate(results) if r is not None and "blobs" in r]
+        fields: dict[int, list[str]] = {}
+        for n in named:
+            result: dict[str, Any] = results[n]  # type: ignore[assignment]
+            fields[n] = [_result_blob(result["index"], name) for name in result.pop("blobs")]
         if named:
-            fields: dict[int, list[str]] = {}
-            for n in named:
-                result: dict[str, Any] = results[n]  # type: ignore[assignment]
-                fields[n] = [_result_blob(result["index"], name) for name in result.pop("blobs")]
             stored = self.get_blobs(job_id, [f for own in fields.values() for f in own])
             for n in named:
                 found = {f.partition(":")[2]: stored.get(f) for f in fields[n]}
                 results[n] = blobs.attach(results[n], found)
+        if consume:
+            kept = [n for n, r in enumerate(results) if r is not None and result_kind(r) != "refused"]
+            self._received(job_id, [indices[n] for n in kept], [f for n in kept for f in fields.get(n, ())])
         return results
+
+    def _received(self, job_id: str, indices: list[int], blob_fields: list[str]) -> None:
+        """Replace the results of ``indices`` by tombstones and drop their arrays (one round trip)."""
+        if not indices:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(_key(job_id, "results"), mapping={str(i): RECEIVED for i in indices})
+        if blob_fields:
+            pipe.hdel(_key(job_id, "blobs"), *blob_fields)
+        pipe.execute()
 
     def has_results(self, job_id: str, indices: Collection[int]) -> set[int]:
         """Those of ``indices`` that have a result stored."""
