@@ -104,6 +104,18 @@ return 1
 """
 )
 
+# KEYS: results. ARGV: chunk indices. Each stored result, and in its place the empty tombstone
+# (RECEIVED) that says it was read: one round trip, as the HMGET it replaces.
+_TAKE_RESULTS = """
+local taken = {}
+for n = 1, #ARGV do
+  local raw = redis.call('HGET', KEYS[1], ARGV[n])
+  if raw and raw ~= '' then redis.call('HSET', KEYS[1], ARGV[n], '') end
+  taken[n] = raw
+end
+return taken
+"""
+
 # KEYS: results, counts. ARGV: chunk indices, then the refusal kinds joined by ",". Deletes
 # each index's result only if it is a refusal, so a result another worker wrote meanwhile stays.
 _DROP_REFUSALS = (
@@ -204,6 +216,7 @@ class JobStore:
         self._mark_started = client.register_script(_MARK_STARTED)
         self._put_result = client.register_script(_PUT_RESULT)
         self._drop_refusals = client.register_script(_DROP_REFUSALS)
+        self._take_results = client.register_script(_TAKE_RESULTS)
 
     def create(self, job_id: str, meta: dict[str, Any]) -> None:
         meta_key = _key(job_id)
@@ -274,12 +287,17 @@ class JobStore:
             pipe.expire(key, self.expires)
             pipe.execute()
 
-    def get_blobs(self, job_id: str, names: Collection[str]) -> dict[str, bytes | None]:
-        """The raw buffers stored under ``names`` (None for one that is gone)."""
+    def get_blobs(self, job_id: str, names: Collection[str], forget: Collection[str] = ()) -> dict[str, bytes | None]:
+        """The raw buffers stored under ``names`` (None for one that is gone); ``forget``'s go in the same trip."""
         wanted = list(names)
         if not wanted:
             return {}
-        found: list[bytes | None] = self.client.hmget(_key(job_id, "blobs"), wanted)  # type: ignore[assignment]
+        key = _key(job_id, "blobs")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(key, wanted)
+        if forget:
+            pipe.hdel(key, *forget)
+        found: list[bytes | None] = pipe.execute()[0]
         return dict(zip(wanted, found, strict=True))
 
     def drop_blobs(self, job_id: str, names: Collection[str]) -> None:
@@ -317,37 +335,30 @@ class JobStore:
         With ``consume`` (a job that cannot be resumed: the facades'), each result read,
         and its arrays, leave Redis at once: a tombstone (:data:`RECEIVED`) stays in its
         place, so that a late copy of the chunk is still ignored, until a checkpoint past
-        it drops that too. A refusal stays: it is dropped when its chunk is sent again.
+        it drops that too. A refusal is put back: it is dropped when its chunk is sent again.
         """
         if not indices:  # HMGET wants at least one field (a resumed job may have none stored)
             return []
-        raw = self.client.hmget(_key(job_id, "results"), [str(i) for i in indices])
+        key, names = _key(job_id, "results"), [str(i) for i in indices]
+        raw = self._take_results([key], names) if consume else self.client.hmget(key, names)
         results = [json.loads(r) if r else None for r in raw]  # (a tombstone reads as none)
+        if consume:
+            refused = {names[n]: raw[n] for n, r in enumerate(results) if r is not None and result_kind(r) == "refused"}
+            if refused:
+                self.client.hset(key, mapping=refused)  # type: ignore[arg-type]
         # Large arrays travel beside their results: fetched in one HMGET, put back in place.
         named = [n for n, r in enumerate(results) if r is not None and "blobs" in r]
-        fields: dict[int, list[str]] = {}
-        for n in named:
-            result: dict[str, Any] = results[n]  # type: ignore[assignment]
-            fields[n] = [_result_blob(result["index"], name) for name in result.pop("blobs")]
         if named:
-            stored = self.get_blobs(job_id, [f for own in fields.values() for f in own])
+            fields: dict[int, list[str]] = {}
+            for n in named:
+                result: dict[str, Any] = results[n]  # type: ignore[assignment]
+                fields[n] = [_result_blob(result["index"], name) for name in result.pop("blobs")]
+            wanted = [f for own in fields.values() for f in own]
+            stored = self.get_blobs(job_id, wanted, forget=wanted if consume else ())
             for n in named:
                 found = {f.partition(":")[2]: stored.get(f) for f in fields[n]}
                 results[n] = blobs.attach(results[n], found)
-        if consume:
-            kept = [n for n, r in enumerate(results) if r is not None and result_kind(r) != "refused"]
-            self._received(job_id, [indices[n] for n in kept], [f for n in kept for f in fields.get(n, ())])
         return results
-
-    def _received(self, job_id: str, indices: list[int], blob_fields: list[str]) -> None:
-        """Replace the results of ``indices`` by tombstones and drop their arrays (one round trip)."""
-        if not indices:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(_key(job_id, "results"), mapping={str(i): RECEIVED for i in indices})
-        if blob_fields:
-            pipe.hdel(_key(job_id, "blobs"), *blob_fields)
-        pipe.execute()
 
     def has_results(self, job_id: str, indices: Collection[int]) -> set[int]:
         """Those of ``indices`` that have a result stored."""
