@@ -8,7 +8,7 @@ import pytest
 
 from distloop.assemble import Assembler, ListSink
 from distloop.ranges import parse_range
-from distloop.sizing import ChunkPlanner, auto_chunk_size
+from distloop.sizing import ChunkPlanner, auto_chunk_size, call_chunk_size
 from distloop.tasks.core import codec, defaults
 from distloop.tasks.core.errors import ChunkFailed, TargetError, TargetNotAllowed, UsageError
 from distloop.tasks.core.settings import Settings, mask_url
@@ -86,6 +86,17 @@ def test_auto_chunk_size_balances_and_bounds_duration() -> None:
     # Costly items: limited by the target duration per chunk.
     assert auto_chunk_size(2000, 0.0026, 2) == int(defaults.TARGET_CHUNK_SECONDS / 0.0026)
     assert auto_chunk_size(3, 1.0, 8) == 1
+
+
+def test_a_facade_map_of_calls_cheaper_than_a_message_goes_in_fewer_chunks() -> None:
+    # Balanced chunks of 12,500 calls would each be 1.25 ms of work: 0.05 s each, a share at most.
+    assert call_chunk_size(100_000, 1e-7, 2) == 50_000
+    assert call_chunk_size(1_600_000, 2e-7, 4) == math.ceil(defaults.MIN_CHUNK_SECONDS / 2e-7)
+    # Calls worth a chunk of their own, or not yet timed: as auto_chunk_size.
+    assert call_chunk_size(1_000_000, 1e-6, 2) == auto_chunk_size(1_000_000, 1e-6, 2) == 125_000
+    assert call_chunk_size(2000, 0.0026, 2) == auto_chunk_size(2000, 0.0026, 2)
+    assert call_chunk_size(100_000, 0.0, 2) == auto_chunk_size(100_000, 0.0, 2)
+    assert call_chunk_size(0, 1e-7, 2) == 1
 
 
 @pytest.mark.parametrize(

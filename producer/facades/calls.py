@@ -41,7 +41,7 @@ from distloop.backends.base import Backend, JobSpec
 from distloop.dispatch import resend_lost
 from distloop.facades.batch import CallBatch, Chunk, FutureCalls, encode_call, encode_calls, encode_each
 from distloop.facades.call_errors import name_of
-from distloop.sizing import auto_chunk_size
+from distloop.sizing import call_chunk_size
 from distloop.tasks.core import blobs, defaults
 from distloop.tasks.core.errors import BrokerUnavailable, DistloopError, InitializerFailed
 from distloop.tasks.kernel import ChunkResult
@@ -193,14 +193,14 @@ class CallDispatcher:
         """Queue ``fn(x)`` (or ``fn(*x)`` with ``star``) for each of ``values``: chunks of one CallBatch.
 
         Encoded in one go; ``chunksize`` calls per message, by default sized by
-        :func:`distloop.sizing.auto_chunk_size` from the function's measured cost (before
+        :func:`distloop.sizing.call_chunk_size` from the function's measured cost (before
         any is measured: about four chunks per worker process, ``multiprocessing``'s rule).
         """
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"chunksize must be at least 1, not {chunksize}")
         job = self.job_for(fn)
         batch = batch if batch is not None else CallBatch()
-        size = chunksize or auto_chunk_size(len(values), self.cost(job.target), self.backend.workers)
+        size = chunksize or call_chunk_size(len(values), self.cost(job.target), self.backend.workers)
         chunks = []
         for s in range(0, len(values), size):  # encoded chunk by chunk: each carries its own arrays
             with self.out_of_band() as buffers:

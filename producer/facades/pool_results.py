@@ -20,7 +20,7 @@ from typing import Any
 
 from distloop.facades.batch import CallBatch, Outcome, item_exception
 from distloop.facades.calls import CallDispatcher
-from distloop.sizing import auto_chunk_size
+from distloop.sizing import call_chunk_size
 from distloop.tasks.core import defaults
 
 Callback = Callable[[Any], object] | None
@@ -125,7 +125,7 @@ class IMapIterator:
             return self._chunksize
         cost = self._dispatcher.cost(self._job.target)
         if self._length:
-            return auto_chunk_size(self._length, cost, self._dispatcher.backend.workers)
+            return call_chunk_size(self._length, cost, self._dispatcher.backend.workers)
         if cost <= 0:
             return defaults.PROBE_CHUNK_ITEMS
         return max(1, min(int(defaults.TARGET_CHUNK_SECONDS / cost), defaults.MAX_STREAM_CHUNK))
