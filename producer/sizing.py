@@ -70,7 +70,7 @@ def call_chunk_size(items: int, cost: float, workers: int) -> int:
     """
     size = auto_chunk_size(items, cost, workers)
     if cost > 0 and items > 0:
-        worth = min(math.ceil(defaults.MIN_CHUNK_SECONDS / cost), int(defaults.TARGET_CHUNK_SECONDS / cost))
+        worth = math.ceil(defaults.MIN_CHUNK_SECONDS / cost)  # (under TARGET_CHUNK_SECONDS' size)
         size = max(size, min(worth, math.ceil(items / max(1, workers))))
     return size
 

@@ -160,22 +160,15 @@ class IMapIterator:
     def __iter__(self) -> IMapIterator:
         return self
 
-    def __next__(self) -> Any:
-        # A chunk with no failed item is read off a plain iterator: a list(imap(...)) over
-        # 100,000 small items spends most of its producer time here.
-        if self._clean is not None:
-            for value in self._clean:
-                return value
-            self._clean = None
-        return self.next()
-
     def next(self, timeout: float | None = None) -> Any:
         """The next result; ``multiprocessing.TimeoutError`` if none comes within ``timeout``."""
-        if self._clean is not None:
-            for value in self._clean:
-                return value
-            self._clean = None
         while True:
+            # A chunk with no failed item is read off a plain iterator: a list(imap(...)) over
+            # 100,000 small items spends most of its producer time here.
+            if self._clean is not None:
+                for value in self._clean:
+                    return value
+                self._clean = None
             if self._current is not None:
                 slot, outcome = self._current
                 if outcome.error is not None:
@@ -198,9 +191,6 @@ class IMapIterator:
             outcome = self._batch.wait(slot_or_none)
             if outcome.error is None and not outcome.errors:
                 self._clean = iter(outcome.values)
-                for value in self._clean:
-                    return value
-                self._clean = None
                 continue
             self._current = (slot_or_none, outcome)
             self._position = 0
@@ -219,3 +209,5 @@ class IMapIterator:
             raise multiprocessing.TimeoutError from None
         self._slot += 1
         return self._slot - 1
+
+    __next__ = next
