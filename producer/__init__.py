@@ -41,7 +41,6 @@ module first, and must not pay for (or depend on) the producer's side.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,11 +63,6 @@ if TYPE_CHECKING:
         UsageError,
     )
     from distloop.tasks.core.settings import Settings
-
-try:
-    __version__ = version("distloop")
-except PackageNotFoundError:  # running from a tree that was never installed
-    __version__ = "0+unknown"
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
@@ -115,7 +109,20 @@ __all__ = [
 ]
 
 
+def _version() -> str:
+    # Read on first use: importlib.metadata costs 0.05 s of every worker's and producer's start.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("distloop")
+    except PackageNotFoundError:  # running from a tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value = globals()[name] = _version()
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'distloop' has no attribute {name!r}")

@@ -23,11 +23,8 @@ import stat
 import sys
 from pathlib import Path
 
-import redis
-
 from distloop.tasks.core import defaults
 from distloop.tasks.core.settings import ENV_BROKER, ENV_STANDING, Settings, mask_url
-from distloop.tasks.store.workers import live_workers
 
 #: The folder ``distloop up`` ran in (its workers' project folder), in its environment file.
 ENV_UP_PROJECT = "DISTLOOP_UP_PROJECT"
@@ -102,6 +99,10 @@ def unusable(url: str, project: str | None, pool: str = "prefork") -> str | None
     here = os.path.realpath(os.getcwd())
     if project and os.path.realpath(project) != here:
         return f"serves {project}, not this folder"
+    import redis  # only once an environment file is found: `distloop run` starts its cluster before redis-py loads
+
+    from distloop.tasks.store.workers import live_workers
+
     timeout = defaults.STANDING_PING_TIMEOUT
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)

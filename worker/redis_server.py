@@ -9,12 +9,14 @@ import signal
 import socket
 import tempfile
 from dataclasses import dataclass, field
-
-import redis
+from typing import TYPE_CHECKING
 
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import BrokerUnavailable
 from distloop.worker.processes import ManagedProcess
+
+if TYPE_CHECKING:  # imported once a client is made: the server starts before redis-py loads
+    import redis
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -40,14 +42,18 @@ class RedisServer:
         return f"redis://{auth}{self.host}:{self.port}/0"
 
     def client(self) -> redis.Redis:
+        import redis
+
         return redis.Redis(host=self.host, port=self.port, password=self.password, socket_timeout=5)
 
     def answers(self) -> bool:
         """Whether it answers PING now."""
+        from redis import RedisError
+
         client = self.client()
         try:
             return bool(client.ping())
-        except redis.RedisError:
+        except RedisError:
             return False
         finally:
             client.close()

@@ -9,11 +9,14 @@ this registry, so there is no import circle.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from distloop.backends.base import Backend
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.limits import check_workers
 from distloop.tasks.core.settings import Settings
+
+if TYPE_CHECKING:  # `distloop run` reads BACKEND_NAMES before its embedded cluster starts: the rest loads later
+    from distloop.backends.base import Backend
 
 #: Backend name -> ``module:class``, in the order ``--help`` and the benchmark show them.
 BACKENDS = {

@@ -46,6 +46,7 @@ from distloop.tasks.store.lease import Leases, busy_message
 from distloop.tasks.store.workers import live_workers
 from distloop.tasks.targets import allow_entries
 from distloop.worker.discover import find_standing
+from distloop.worker.early import adopt
 from distloop.worker.embedded import EmbeddedCluster
 
 
@@ -124,7 +125,9 @@ class CeleryBackend(Backend):
         try:
             if self.embedded:
                 # Returns once Redis answers: the first chunks wait there while the worker starts.
-                self.cluster = EmbeddedCluster(self.requested_workers, allow, settings).start(wait=False)
+                self.cluster = adopt(self.requested_workers, allow, settings) or EmbeddedCluster(
+                    self.requested_workers, allow, settings
+                ).start(wait=False)
                 assert self.cluster.settings is not None
                 settings = self.cluster.settings
                 self._workers = self.cluster.workers

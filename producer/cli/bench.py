@@ -13,9 +13,8 @@ import sys
 from distloop.api import validate_io_concurrency
 from distloop.backends import BACKEND_NAMES
 from distloop.bench import format_table, plot, require_matplotlib, run_bench
-from distloop.cli.options import check_url
+from distloop.cli.options import check_url, pool_choices
 from distloop.cli.output import stdout_to_stderr
-from distloop.cli.worker import pool_choices
 from distloop.ranges import parse_range
 from distloop.tasks.core import defaults
 from distloop.tasks.core.limits import check_positive

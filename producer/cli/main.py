@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-import redis
-
 import distloop
 from distloop.cli.options import join_negative_values
 from distloop.tasks.core.errors import BrokerUnavailable, DistloopError
@@ -43,6 +41,17 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _Version(argparse.Action):
+    """``--version``, read only when asked (argparse's own action takes the string at once)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"distloop {distloop.__version__}")  # on stdout, as argparse's version action
+        parser.exit()
+
+
 def build_parser(only: str | None = None) -> tuple[ArgumentParser, dict[str, Any]]:
     """The parser of every subcommand; with ``only`` (a subcommand's name), that one's arguments alone.
 
@@ -50,7 +59,7 @@ def build_parser(only: str | None = None) -> tuple[ArgumentParser, dict[str, Any
     ``run``'s alone (the others get an empty parser): the embedded cluster starts sooner.
     """
     parser = ArgumentParser(prog="distloop", description="Run a Python loop on many cores and many machines.")
-    parser.add_argument("--version", action="version", version=f"distloop {distloop.__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     handlers = {}
     for name in COMMANDS:
@@ -85,10 +94,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handlers[args.command].main(args))
     except DistloopError as exc:
         return fail(args, str(exc), exc.exit_code)
-    except redis.RedisError as exc:  # one line, not a traceback, for what Redis answered unexpectedly
-        return fail(args, f"Redis: {exc}", BrokerUnavailable.exit_code)
     except KeyboardInterrupt:
         return fail(args, "interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:
+        if not _redis_error(exc):
+            raise
+        # One line, not a traceback, for what Redis answered unexpectedly.
+        return fail(args, f"Redis: {exc}", BrokerUnavailable.exit_code)
+
+
+def _redis_error(exc: Exception) -> bool:
+    """Whether ``exc`` is redis-py's (loaded only once a command connects: not imported here for it)."""
+    redis = sys.modules.get("redis")
+    return redis is not None and isinstance(exc, redis.RedisError)
 
 
 def fail(args: argparse.Namespace, message: str, code: int) -> int:

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.util
 import math
 import os
 import socket
 import stat
 from collections.abc import Sequence
 
+from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.settings import split_patterns
+
+
+def pool_choices() -> tuple[str, ...]:
+    """Pool kinds this host can run: gevent only where it is installed (Celery imports it)."""
+    return tuple(p for p in defaults.POOLS if p != "gevent" or importlib.util.find_spec("gevent") is not None)
+
 
 #: Options whose value may start with "-" (a negative range bound): ``--range -5:5`` is
 #: read as ``--range=-5:5``, where argparse alone would take ``-5:5`` for an option.

@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distloop.cli.options import check_url
+from distloop.cli.options import check_url, pool_choices
 from distloop.cli.output import emit, open_output, stdout_to_stderr
-from distloop.cli.worker import pool_choices
 from distloop.progress import progress_for
 from distloop.resume import resume_job
 from distloop.tasks.core.settings import Settings

@@ -8,17 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distloop.api import new_job_id, run_job
+# Light imports only: the embedded cluster starts before the rest loads (see main).
 from distloop.backends import BACKEND_NAMES
-from distloop.cli.options import check_url, positive_seconds
-from distloop.cli.output import close_output, emit, open_output, stdout_to_stderr
-from distloop.cli.worker import pool_choices
-from distloop.progress import job_line, progress_for
+from distloop.cli.options import check_url, pool_choices, positive_seconds
 from distloop.ranges import parse_range, range_length
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import ChunkFailed, UsageError
 from distloop.tasks.core.settings import Settings
-from distloop.tasks.kernel import ON_ERROR, REDUCERS
+from distloop.worker.early import started_early
 
 NAME = "run"
 
@@ -32,12 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, help="worker processes (default: one per core; at most 16 per CPU)")
     parser.add_argument("--chunk-size", default="auto", help="items per chunk, or 'auto' (default)")
-    parser.add_argument("--reduce", choices=tuple(REDUCERS), help="combine results on the workers")
+    parser.add_argument("--reduce", choices=defaults.REDUCE_OPS, help="combine results on the workers")
     parser.add_argument("--output", metavar="FILE", help="write results as JSON Lines, in loop order")
     parser.add_argument("--broker", help="Redis URL of running workers (default: an embedded cluster)")
     parser.add_argument("--embedded", action="store_true",
                         help="an embedded cluster even if `distloop up` runs (as DISTLOOP_STANDING=0)")  # fmt: skip
-    parser.add_argument("--on-error", default="raise", choices=ON_ERROR,
+    parser.add_argument("--on-error", default="raise", choices=defaults.ON_ERROR,
                         help="stop at the first failing item, or run them all (default raise)")  # fmt: skip
     parser.add_argument(
         "--timeout",
@@ -70,6 +67,20 @@ def main(args: argparse.Namespace) -> int:
     settings = Settings.from_env(broker_url=check_url(args.broker), forward_output=args.forward_output)
     if args.embedded:
         settings = settings.replace(standing=False)
+    if args.backend != "celery":
+        return _run(args, items, settings)
+    # The embedded cluster (if the job uses one) starts now, and imports Celery while this
+    # process imports what sends the job; the backend adopts it (distloop.worker.early).
+    embedded = settings.replace(pool=args.pool) if args.pool in defaults.POOLS else settings
+    with started_early(args.workers, (args.target.rpartition(":")[0],), embedded):
+        return _run(args, items, settings)
+
+
+def _run(args: argparse.Namespace, items: range, settings: Settings) -> int:
+    from distloop.api import new_job_id, run_job
+    from distloop.cli.output import close_output, emit, open_output, stdout_to_stderr
+    from distloop.progress import job_line, progress_for
+
     output = open_output(args.output) if args.output is not None else None
     job_id = new_job_id()  # announced on stderr as the job starts, before any result
     findable = args.backend == "celery" and settings.broker_url is not None

@@ -9,13 +9,12 @@ then becomes that worker (same process id).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 
 from celery.utils.nodenames import host_format
 
-from distloop.cli.options import allow_option, check_url
+from distloop.cli.options import allow_option, check_url, pool_choices
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.limits import check_workers, pool_cap
@@ -26,11 +25,6 @@ from distloop.worker.celery_worker import available_cpus, worker_argv, worker_en
 NAME = "worker"
 #: Celery's log levels (celery worker -l).
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-def pool_choices() -> tuple[str, ...]:
-    """Pool kinds this host can run: gevent only where it is installed (Celery imports it)."""
-    return tuple(p for p in defaults.POOLS if p != "gevent" or importlib.util.find_spec("gevent") is not None)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -166,6 +166,12 @@ MAX_IO_CONCURRENCY = 1000
 #: demand), so a CPU-bound loop keeps about one thread per chunk in flight.
 THREAD_WORKERS = 64
 
+#: ``--reduce`` ops (the kernel's :data:`~distloop.tasks.kernel.REDUCERS` folds them).
+REDUCE_OPS = ("sum", "min", "max", "count")
+
+#: ``--on-error``: stop at the first failing item, or run them all and collect the errors.
+ON_ERROR = ("raise", "collect")
+
 #: Pools a worker can run (``distloop worker --pool``). ``prefork``: one process per
 #: core, for CPU-bound work; ``threads`` (and ``gevent`` where it is installed): many
 #: waiting items per process, for blocking I/O. Each kind serves its own queue.

@@ -7,16 +7,15 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
-
-import redis
-from redis._parsers.encoders import Encoder
-from redis.connection import PythonRespSerializer
 
 from distloop.tasks.core import defaults
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.tls import check_tls_url, is_tls, strip_tls_query, tls_options
+
+if TYPE_CHECKING:  # redis-py is imported where a client is made: 0.1-0.3 s that `distloop run` spends later
+    import redis
 
 # Values larger than this are sent as they lie, not copied into the command (redis-py's default).
 _BUFFER_CUTOFF = 6000
@@ -302,6 +301,10 @@ class Settings:
 
     def redis_client(self, url: str | None = None) -> redis.Redis:
         """A redis-py client for ``url`` (default: the result store) with every option above."""
+        import redis
+        from redis._parsers.encoders import Encoder
+        from redis.connection import PythonRespSerializer
+
         url = url or self.effective_result_url
         # hiredis parses replies (a large array's bytes read 3-5x faster) but packs each command
         # into one new buffer, byte by byte: redis-py's own packer sends a large value as it lies.
