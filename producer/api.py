@@ -9,6 +9,7 @@ import reprlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -24,6 +25,7 @@ from distloop.tasks.core.limits import check_positive
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
 from distloop.tasks.targets import resolve, target_of
+from distloop.worker.early import started_early
 
 
 @dataclass
@@ -173,11 +175,20 @@ def run_job(
     sink = JsonLinesSink(output) if output is not None else ListSink()
     assembler = Assembler(reduce, on_error, sink)
     owned = isinstance(backend, str)
-    engine = get_backend(backend, settings, workers) if isinstance(backend, str) else backend
-    if timeout is not None and not engine.supports_timeout:
-        raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
+    allow = (target.rpartition(":")[0],)
+    settings = settings or Settings.from_env()
+    # The embedded cluster (if any) imports Celery while this process imports the backend.
+    with started_early(workers, allow, settings) if backend == "celery" else nullcontext():
+        engine = get_backend(backend, settings, workers) if isinstance(backend, str) else backend
+        if timeout is not None and not engine.supports_timeout:
+            raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
+        try:
+            engine.start(allow)
+        except BaseException:
+            if owned:
+                engine.close()
+            raise
     try:
-        engine.start((target.rpartition(":")[0],))
         by_host = engine.name == "celery" and engine.settings.stragglers  # hosts can differ in speed
         # A threads pool's blocking chunks run their items a few at a time: one chunk per few threads.
         fan_out = defaults.THREAD_FAN_OUT if engine.name == "celery" and engine.threaded and not awaited else None

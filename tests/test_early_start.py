@@ -14,6 +14,7 @@ import pytest
 
 from distloop.backends import get_backend
 from distloop.tasks.core.settings import Settings
+from distloop.worker import early as early_module
 from distloop.worker.early import adopt, started_early
 from distloop.worker.embedded import EmbeddedCluster
 from tests.conftest import ROOT, running
@@ -94,3 +95,31 @@ def test_nothing_starts_early_with_a_broker_or_an_environment_file_of_distloop_u
 def test_a_refused_worker_count_starts_nothing_early() -> None:
     with started_early(100_000, (), embedded_settings()) as early:
         assert early is None
+
+
+@pytest.mark.integration
+def test_run_job_and_the_facades_start_one_cluster_early_and_adopt_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distloop import Pool, run_job
+    from distloop.tasks.demo import square
+
+    starts: list[EmbeddedCluster] = []
+    adopted: list[EmbeddedCluster | None] = []
+    real_start, real_adopt = EmbeddedCluster.start, early_module.adopt
+
+    def start(self: EmbeddedCluster, wait: bool = True) -> EmbeddedCluster:
+        starts.append(self)
+        return real_start(self, wait)
+
+    def watch_adopt(*args: object) -> EmbeddedCluster | None:
+        found = real_adopt(*args)  # type: ignore[arg-type]
+        adopted.append(found)
+        return found
+
+    monkeypatch.setattr(EmbeddedCluster, "start", start)
+    monkeypatch.setattr("distloop.backends.celery.adopt", watch_adopt)
+    settings = Settings(standing=False)
+    assert run_job(square, range(20), settings=settings, workers=1).result == [i * i for i in range(20)]
+    assert len(starts) == 1 and adopted == starts  # started early, then adopted: no second cluster
+    with Pool(1, settings=settings) as pool:
+        assert pool.map(square, range(20)) == [i * i for i in range(20)]
+    assert len(starts) == 2 and adopted == starts

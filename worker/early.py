@@ -4,8 +4,9 @@
 rich) and its embedded worker spends as long importing the same before it consumes a
 task. Started one after the other, the first result waits for both. The command line
 starts the cluster first (``with started_early(...)``, from its own light imports), and
-the Celery backend adopts it when its ``start`` asks for the very same cluster
-(:func:`adopt`): the two import side by side.
+so do ``run_job`` and the facades before they import the Celery backend; the backend
+adopts it when its ``start`` asks for the very same cluster (:func:`adopt`): the two
+import side by side. Blocks nest: an inner one uses the cluster of the outer.
 
 A cluster nobody adopted (the job failed before its backend started) is stopped by pid
 when the block ends; one started for another cluster than the backend asks for (other
@@ -47,6 +48,9 @@ def started_early(workers: int | None, allow: Sequence[str], settings: Settings)
     here (the backend then starts it, and reports why not, as without this).
     """
     global _parked
+    if _parked is not None:  # started further up (the command line's block owns it)
+        yield _parked[0]
+        return
     cluster = None
     if wants_embedded(settings):
         try:
