@@ -19,7 +19,7 @@ from celery.contrib.pytest import celery_app, celery_worker  # noqa: F401
 
 from distloop.tasks.core.settings import Settings
 from distloop.worker.celery_worker import start_worker
-from distloop.worker.processes import ManagedProcess
+from distloop.worker.processes import ManagedProcess, stop_all
 from distloop.worker.redis_server import RedisServer, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,8 +81,7 @@ class Workers:
         return "\n".join(p.read_text() for p in sorted(self.tmp.glob("worker-*.log")))
 
     def stop(self) -> None:
-        for process in self.processes:
-            process.stop()
+        stop_all(self.processes)  # their warm shutdowns overlap
         self.processes.clear()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from distloop.tasks.core.settings import ENV_ALLOW, ENV_BROKER, ENV_RESULT
 from distloop.tasks.store.workers import live_workers
-from distloop.worker.processes import ManagedProcess
+from distloop.worker.processes import ManagedProcess, stop_all
 from distloop.worker.redis_server import RedisServer, start_redis
 from tests.netlab import ROOT, Host, NetLab, distloop_argv
 
@@ -80,8 +80,7 @@ class MultiHost:
 
     def stop_workers(self) -> None:
         """Stop every worker (by pid; each deletes its heartbeat); their hosts stay, idle."""
-        for _, process in self.workers.values():
-            process.stop()
+        stop_all([process for _, process in self.workers.values()])
         self.workers.clear()
 
     def run(self, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> dict[str, Any]:

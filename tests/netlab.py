@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from distloop.worker.processes import ManagedProcess
+from distloop.worker.processes import ManagedProcess, stop_all
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,8 +127,7 @@ class NetLab:
         return process
 
     def close(self) -> None:
-        for process in self.processes:
-            process.stop()
+        stop_all(self.processes)
         self.processes.clear()
         # Deleting a namespace deletes its interfaces, and a veth's peer with it.
         for name in reversed(self.namespaces):

@@ -90,16 +90,23 @@ class ManagedProcess:
 
     def stop(self, sig: int = signal.SIGTERM, grace: float = defaults.STOP_GRACE_SECONDS) -> int | None:
         """Ask the process to stop, then kill its whole group after ``grace`` seconds."""
+        self.ask(sig)
+        return self.finish(time.monotonic() + grace, grace)
+
+    def ask(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` to the main process alone: a Celery worker shuts its own pool down cleanly."""
         if self.alive():
-            # The main process alone: a Celery worker shuts its own pool down cleanly.
             try:
                 os.kill(self.pid, sig)
             except ProcessLookupError:
                 pass
-            try:
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
+
+    def finish(self, until: float, grace: float = defaults.STOP_GRACE_SECONDS) -> int | None:
+        """Wait until ``until`` (a monotonic time) for it to exit, then kill its whole group; its exit code."""
+        try:
+            self.popen.wait(timeout=max(0.0, until - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
         # Children (a prefork pool) may outlive their parent briefly: kill the group,
         # and return only once every member is gone.
         self.send_signal(signal.SIGKILL)
@@ -124,3 +131,19 @@ class ManagedProcess:
                 raise TimeoutError(f"{self.name} not {what} after {timeout:.0f} s")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.1)
+
+
+def stop_all(
+    processes: Sequence[ManagedProcess], sig: int = signal.SIGTERM, grace: float = defaults.STOP_GRACE_SECONDS
+) -> None:
+    """Stop several processes at once, each by pid: all are asked, then each is waited for.
+
+    A Celery worker's warm shutdown takes about 2 s even when idle (its event loop
+    notices the signal within a second, its pool's threads stop within 1.5 s more):
+    stopped one after the other, N workers take N times as long.
+    """
+    for process in processes:
+        process.ask(sig)
+    until = time.monotonic() + grace
+    for process in processes:
+        process.finish(until, grace)
