@@ -167,9 +167,11 @@ class ChunkPlanner:
             # The probes take their share of the whole range (one per worker), later chunks of what remains.
             share = self.loop_share(range_length(self.range) if self.cost <= 0 else remaining)
             size = max(self._next_size(remaining), min(share, remaining))
-            # Whole rounds of the bound: 250 items awaited 100 at a time wait three times, as 300 would.
-            rounds = size // self.io_concurrency
-            return min(rounds * self.io_concurrency, remaining) if rounds else size
+            # Whole rounds of the bound: 250 items awaited 100 at a time wait three times, as 300
+            # would. Up, not down: 450 as 400 would leave a ninth chunk for 8 slots to wait on.
+            if size < self.io_concurrency:
+                return size
+            return min(math.ceil(size / self.io_concurrency) * self.io_concurrency, remaining)
         return self._next_size(remaining)
 
     def _next_size(self, remaining: int) -> int:
@@ -186,9 +188,13 @@ class ChunkPlanner:
             # to balance); the time target still bounds a chunk. Only where slots wait well:
             # a process that waits on one item at a time gains nothing from it, and on a
             # loaded machine a starved computing chunk can look like a waiting one.
+            # The same number of chunks for every slot, as many as the time target asks for
+            # (rounded to the nearest: a chunk a little over it beats a slot that waits on an
+            # extra chunk while the others are done, 0.7 s against 1.1 s for 8 awaited slots).
             if self.wait_size is None:
-                self.wait_size = math.ceil(remaining / self.workers)
-            return max(1, min(self.wait_size, by_time, remaining))
+                per_slot = math.ceil(remaining / self.workers)
+                self.wait_size = math.ceil(per_slot / max(1, round(per_slot / by_time)))
+            return max(1, min(self.wait_size, remaining))
         size = min(self.first_size, by_time)
         # The floor keeps the last chunks worth a message, but stays under a quarter of the
         # balance cap: an early estimate can be far too low (items that grow costlier), and
@@ -205,10 +211,12 @@ class ChunkPlanner:
         while self.offset < total:
             size = self.next_size(total - self.offset)
             part = self.range[self.offset : self.offset + size]
-            yield ChunkSpec(index=self.first_index + self.sent, start=part.start, stop=part.stop, step=part.step)
+            chunk = ChunkSpec(index=self.first_index + self.sent, start=part.start, stop=part.stop, step=part.step)
+            # Counted before it is handed out: what remains is right for estimates made meanwhile.
             self.largest = max(self.largest, size)
             self.sent += 1
             self.offset += size
+            yield chunk
 
     def estimated_chunks(self) -> int:
         """Chunks the job will have by the current estimate (exact once all are sent)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from distloop.sizing import ChunkPlanner
 from distloop.tasks.core import defaults
 from distloop.tasks.kernel import ChunkResult, ChunkSpec, run_chunk
@@ -79,3 +81,23 @@ def test_async_chunk_runs_its_items_concurrently_within_the_bound() -> None:
     assert max(result.values or []) == 8
     result = run_chunk(workloads.async_fail_at_7, ChunkSpec(0, 0, 20), on_error="raise")
     assert result.values == list(range(7)) and [e["index"] for e in result.errors] == [7]
+
+
+def test_waiting_chunks_give_every_slot_the_same_number_of_chunks() -> None:
+    # 8 processes awaiting 100 items each; 7,200 items left after the probes, 900 per process.
+    # By the time target (0.5 s at 0.6 ms per awaited item) a chunk holds 833: one chunk per
+    # process of 900, not 8 of 800 and a ninth that one process runs while the others wait.
+    planner = ChunkPlanner(range(8000), 8, 0.0, io_concurrency=100)
+    probes = list(itertools.islice(planner, planner.window()))  # as dispatch.run_chunks takes them
+    assert (planner.sent, planner.offset) == (8, 800)  # counted as handed out, not one behind
+    planner.observe(probe_result(100, 0.06, 0.001))
+    assert planner.estimated_chunks() == 16  # run_job asks after each result, before the next chunk
+    assert [len(c) for c in probes] + [len(c) for c in planner] == [100] * 8 + [900] * 8
+    # Four times the cost: about four chunks per process, in whole rounds of the bound (300).
+    planner = ChunkPlanner(range(8000), 8, 0.0, io_concurrency=100)
+    sizes = sizes_after_probes(planner, probe_result(100, 0.24, 0.001))
+    assert sizes == [100] * 8 + [300] * 24
+    # Blocking waits on 64 threads: 1,976 items left, 31 per thread, a chunk each.
+    threads = ChunkPlanner(range(3000), 64, 0.0, threaded=True)
+    sizes = sizes_after_probes(threads, probe_result(16, 0.25, 0.0005))
+    assert sizes[64:] == [31] * 63 + [23]
