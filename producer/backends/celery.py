@@ -26,10 +26,10 @@ from kombu.exceptions import OperationalError
 
 from distloop.backends.arguments import ArgumentBlobs
 from distloop.backends.base import Backend, JobSpec, StoredJob
-from distloop.backends.control import JOB_STAMP, held_by_workers, revoke_stamp
+from distloop.backends.control import JOB_STAMP, held_by_workers, revoke_stamp, stop_copies
 from distloop.backends.events import follow_monitors
 from distloop.backends.forwarded import show
-from distloop.backends.queue import job_queues, purge_job, purge_unacked, queued_messages
+from distloop.backends.queue import job_queues, purge_job, purge_unacked
 from distloop.backends.recovery import LostChunks
 from distloop.backends.refusals import Refusals, is_refusal
 from distloop.backends.stragglers import Stragglers
@@ -358,37 +358,13 @@ class CeleryBackend(Backend):
             self._publish(job, [chunk], worker_direct(host), lambda: None)
 
     def _revoke_copies(self, job: JobSpec, results: Sequence[ChunkResult]) -> None:
-        """A chunk sent twice has its (first) result: stop the other copy.
-
-        A copy still queued on its worker's own queue is taken out of it; a running
-        one is revoked with ``terminate``, addressed to its worker alone: a worker that
-        does not run the task would record a REVOKED state in the result backend
-        (a ``celery-task-meta`` key nobody reads).
-        """
+        """A chunk sent twice has its (first) result: stop the other copy (see :func:`stop_copies`)."""
         tail = self._stragglers.get(job.job_id)
         if tail is None or self.app is None or self._broker is None:
             return
-        losers: dict[str, list[str]] = {}
-        for result in results:
-            if not tail.observe(result):
-                continue
-            origin, target = tail.copies[result.index]
-            task_id = f"{job.job_id}-{result.index}"
-            try:
-                if result.host != target:
-                    queued = queued_messages(self._broker, [worker_direct(target).name], job.job_id)
-                    waiting = [(key, raw) for key, raw, index in queued if index == result.index]
-                    if any(self._broker.lrem(key, 0, raw) for key, raw in waiting):
-                        continue  # the copy never started
-                for host in {origin, target} - {result.host}:
-                    losers.setdefault(host, []).append(task_id)
-            except (redis.RedisError, OSError):
-                pass  # the copy then finishes, and the ledger ignores its result
-        for host, task_ids in losers.items():
-            try:
-                self.app.control.revoke(task_ids, terminate=True, destination=[host])
-            except (OperationalError, redis.RedisError, OSError):
-                pass
+        losers = {r.index: (r.host, *tail.copies[r.index]) for r in results if tail.observe(r)}
+        if losers:
+            stop_copies(self.app, self._broker, job.job_id, losers)
 
     def _hand_over(self, job: JobSpec, refusals: Refusals) -> list[ChunkResult]:
         """Send each refused chunk to a live worker that has not refused it; the chunks none can run.

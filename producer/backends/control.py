@@ -1,15 +1,21 @@
-"""What the producer asks of the workers through Celery's remote control: what they hold, and revoking a job.
+"""What the producer asks of the workers through Celery's remote control: what they hold, and revoking.
 
-Both are broadcasts (kombu's pidbox), so the producer uses them only when it must: asking
-happens when a job has made no progress for a while (:mod:`distloop.backends.recovery`),
-revoking when a job ends with chunks still running.
+Broadcasts (kombu's pidbox), so the producer uses them only when it must: asking happens
+when a job has made no progress for a while (:mod:`distloop.backends.recovery`), revoking
+a job when it ends with chunks still running, revoking a chunk's copy when the other
+copy's result came first (:mod:`distloop.backends.stragglers`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import redis
 from celery import Celery
+from celery.utils.nodenames import worker_direct
 from kombu.exceptions import OperationalError
+
+from distloop.backends.queue import queued_messages
 
 #: The message header that names a chunk's job (and the producer that sent it): revoking a
 #: job is revoking that stamp. Per producer, so a job id used again later is not revoked too.
@@ -40,3 +46,32 @@ def revoke_stamp(app: Celery, stamp: str) -> None:
     a worker only skips or stops its own chunks, which store nothing (``ignore_result``).
     """
     app.control.revoke_by_stamped_headers({JOB_STAMP: stamp}, terminate=True)
+
+
+def stop_copies(app: Celery, broker: redis.Redis, job_id: str, firsts: Mapping[int, tuple[str, str, str]]) -> None:
+    """Stop the copies that lost: ``firsts`` maps a chunk index to (the host whose result came
+    first, the host the chunk ran on first, the host its copy went to).
+
+    A copy still queued on its worker's own queue is taken out of it; a running one is
+    revoked with ``terminate``, addressed to its worker alone: a worker that does not run
+    the task would record a REVOKED state in the result backend (a ``celery-task-meta``
+    key nobody reads). Best effort: a copy that finishes anyway has its result ignored.
+    """
+    losers: dict[str, list[str]] = {}
+    for index, (winner, origin, target) in firsts.items():
+        task_id = f"{job_id}-{index}"
+        try:
+            if winner != target:
+                queued = queued_messages(broker, [worker_direct(target).name], job_id)
+                waiting = [(key, raw) for key, raw, found in queued if found == index]
+                if any(broker.lrem(key, 0, raw) for key, raw in waiting):
+                    continue  # the copy never started
+            for host in {origin, target} - {winner}:
+                losers.setdefault(host, []).append(task_id)
+        except (redis.RedisError, OSError):
+            pass  # the copy then finishes, and the ledger ignores its result
+    for host, task_ids in losers.items():
+        try:
+            app.control.revoke(task_ids, terminate=True, destination=[host])
+        except (OperationalError, redis.RedisError, OSError):
+            pass
