@@ -35,7 +35,8 @@ slots that keep a job busy are not cores but threads (the thread backend, a
   On threads (``threaded``: the thread backend, a threads or gevent pool) the probes, one
   per thread, share the range (at most :data:`defaults.PROBE_CHUNK_ITEMS` items each): 400
   items on 64 threads go out as 58 chunks of 7 at once, no probe round first; once the
-  chunks say the items wait, what remains is cut once into one chunk per thread.
+  chunks say the items wait, what remains is cut once into the same number of chunks per
+  slot (thread, or process awaiting many): one, or as many as the time target asks for.
 """
 
 from __future__ import annotations
