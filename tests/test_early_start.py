@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from distloop.backends import get_backend
+from distloop.tasks.core.limits import worker_cap
 from distloop.tasks.core.settings import Settings
 from distloop.worker import early as early_module
 from distloop.worker.early import adopt, started_early
@@ -94,6 +95,9 @@ def test_nothing_starts_early_with_a_broker_or_an_environment_file_of_distloop_u
 
 def test_a_refused_worker_count_starts_nothing_early() -> None:
     with started_early(100_000, (), embedded_settings()) as early:
+        assert early is None
+    # Within a threads worker's own cap, above the backend's: refused before anything forks too.
+    with started_early(worker_cap() + 1, (), embedded_settings().replace(pool="threads")) as early:
         assert early is None
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from distloop.tasks.core.errors import DistloopError
+from distloop.tasks.core.limits import check_workers, worker_cap
 from distloop.tasks.core.settings import Settings
 from distloop.worker.embedded import EmbeddedCluster
 
@@ -54,6 +55,8 @@ def started_early(workers: int | None, allow: Sequence[str], settings: Settings)
     cluster = None
     if wants_embedded(settings):
         try:
+            # The Celery backend's own cap for its embedded cluster, before anything forks.
+            check_workers(workers, "--workers", worker_cap())
             cluster = EmbeddedCluster(workers, allow, settings).start(wait=False)
         except DistloopError:  # a refused --workers, no redis-server: the backend says so in its own words
             cluster = None
