@@ -17,6 +17,7 @@ the time of starting the right one.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -25,8 +26,10 @@ from distloop.tasks.core.limits import check_workers, worker_cap
 from distloop.tasks.core.settings import Settings
 from distloop.worker.embedded import EmbeddedCluster
 
-#: The cluster started early and not adopted yet, with what it was started for.
+#: The cluster started early and not adopted yet, with what it was started for (under _lock:
+#: two threads making executors at once must not both adopt one cluster).
 _parked: tuple[EmbeddedCluster, tuple[object, ...]] | None = None
+_lock = threading.Lock()
 
 
 def _key(workers: int | None, allow: Sequence[str], settings: Settings) -> tuple[object, ...]:
@@ -49,8 +52,10 @@ def started_early(workers: int | None, allow: Sequence[str], settings: Settings)
     here (the backend then starts it, and reports why not, as without this).
     """
     global _parked
-    if _parked is not None:  # started further up (the command line's block owns it)
-        yield _parked[0]
+    with _lock:
+        outer = _parked
+    if outer is not None:  # started further up (the command line's block owns it)
+        yield outer[0]
         return
     cluster = None
     if wants_embedded(settings):
@@ -61,12 +66,16 @@ def started_early(workers: int | None, allow: Sequence[str], settings: Settings)
         except DistloopError:  # a refused --workers, no redis-server: the backend says so in its own words
             cluster = None
     if cluster is not None:
-        _parked = (cluster, _key(workers, allow, settings))
+        with _lock:
+            _parked = (cluster, _key(workers, allow, settings))
     try:
         yield cluster
     finally:
-        if cluster is not None and _parked is not None and _parked[0] is cluster:
-            _parked = None
+        with _lock:
+            unclaimed = cluster is not None and _parked is not None and _parked[0] is cluster
+            if unclaimed:
+                _parked = None
+        if unclaimed and cluster is not None:
             cluster.stop()
 
 
@@ -76,9 +85,10 @@ def adopt(workers: int | None, allow: Sequence[str], settings: Settings) -> Embe
     One started for other arguments is stopped at once: the caller starts its own.
     """
     global _parked
-    if _parked is None:
-        return None
-    (cluster, key), _parked = _parked, None
+    with _lock:
+        if _parked is None:
+            return None
+        (cluster, key), _parked = _parked, None
     if key != _key(workers, allow, settings):
         cluster.stop()
         return None
