@@ -33,7 +33,6 @@ REDUCERS: dict[str, tuple[Callable[[Any, Any], Any], Callable[[Any], Any]]] = {
     "count": (lambda a, b: a + b, lambda v: 1 if v else 0),
 }
 
-assert tuple(REDUCERS) == defaults.REDUCE_OPS
 ON_ERROR = defaults.ON_ERROR
 
 

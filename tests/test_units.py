@@ -12,7 +12,7 @@ from distloop.sizing import ChunkPlanner, auto_chunk_size, call_chunk_size
 from distloop.tasks.core import codec, defaults
 from distloop.tasks.core.errors import ChunkFailed, TargetError, TargetNotAllowed, UsageError
 from distloop.tasks.core.settings import Settings, mask_url
-from distloop.tasks.kernel import ChunkResult, ChunkSpec, run_chunk
+from distloop.tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec, run_chunk
 from distloop.tasks.targets import is_allowed, parse_target, resolve
 
 
@@ -171,3 +171,9 @@ def test_assembler_raises_the_lowest_failure_once_every_chunk_before_it_is_in() 
     with pytest.raises(ChunkFailed) as info:
         assembler.add(ChunkResult(index=1, items=1, values=[1]))  # 0-2 in: chunk 3 is next
     assert info.value.index == 3
+
+
+def test_the_command_lines_choices_are_the_kernels_ops() -> None:
+    # `distloop run` offers defaults' names before it imports the kernel (its cluster starts first).
+    assert tuple(REDUCERS) == defaults.REDUCE_OPS
+    assert ON_ERROR == defaults.ON_ERROR
