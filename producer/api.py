@@ -9,12 +9,11 @@ import reprlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from distloop.assemble import Assembler, JsonLinesSink, ListSink
-from distloop.backends import get_backend
+from distloop.backends import start_backend
 from distloop.backends.base import Backend, JobSpec
 from distloop.dispatch import Progress, run_chunks
 from distloop.ranges import range_length
@@ -25,7 +24,6 @@ from distloop.tasks.core.limits import check_positive
 from distloop.tasks.core.settings import Settings
 from distloop.tasks.kernel import ON_ERROR, REDUCERS, ChunkResult, ChunkSpec
 from distloop.tasks.targets import resolve, target_of
-from distloop.worker.early import started_early
 
 
 @dataclass
@@ -176,18 +174,13 @@ def run_job(
     assembler = Assembler(reduce, on_error, sink)
     owned = isinstance(backend, str)
     allow = (target.rpartition(":")[0],)
-    settings = settings or Settings.from_env()
-    # The embedded cluster (if any) imports Celery while this process imports the backend.
-    with started_early(workers, allow, settings) if backend == "celery" else nullcontext():
-        engine = get_backend(backend, settings, workers) if isinstance(backend, str) else backend
+    if isinstance(backend, str):
+        engine = start_backend(backend, settings or Settings.from_env(), workers, allow, timeout=timeout)
+    else:
+        engine = backend
         if timeout is not None and not engine.supports_timeout:
             raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
-        try:
-            engine.start(allow)
-        except BaseException:
-            if owned:
-                engine.close()
-            raise
+        engine.start(allow)
     try:
         by_host = engine.name == "celery" and engine.settings.stragglers  # hosts can differ in speed
         # A threads pool's blocking chunks run their items a few at a time: one chunk per few threads.

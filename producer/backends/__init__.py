@@ -9,11 +9,14 @@ this registry, so there is no import circle.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 from distloop.tasks.core.errors import UsageError
 from distloop.tasks.core.limits import check_workers
 from distloop.tasks.core.settings import Settings
+from distloop.worker.early import started_early
 
 if TYPE_CHECKING:  # `distloop run` reads BACKEND_NAMES before its embedded cluster starts: the rest loads later
     from distloop.backends.base import Backend
@@ -46,3 +49,30 @@ def get_backend(
     settings = settings or Settings.from_env()
     check_workers(workers, option, cls.worker_cap(settings))  # before anything forks
     return cls(settings, workers)
+
+
+def start_backend(
+    name: str,
+    settings: Settings,
+    workers: int | None = None,
+    allow: Sequence[str] = (),
+    *,
+    option: str = "--workers",
+    timeout: float | None = None,
+) -> Backend:
+    """The backend called ``name``, started (``allow``: modules its embedded cluster allows from the start).
+
+    The embedded cluster, if it uses one, starts before the Celery backend is imported
+    (:mod:`distloop.worker.early`). ``timeout``: a job's per-chunk timeout, refused before
+    anything starts by a backend that cannot stop a stuck item.
+    """
+    with started_early(workers, allow, settings) if name == "celery" else nullcontext():
+        engine = get_backend(name, settings, workers, option)
+        if timeout is not None and not engine.supports_timeout:
+            raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
+        try:
+            engine.start(allow)
+        except BaseException:
+            engine.close()
+            raise
+    return engine

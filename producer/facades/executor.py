@@ -15,16 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
-from contextlib import nullcontext
 from typing import Any
 
-from distloop.backends import get_backend
+from distloop.backends import start_backend
 from distloop.backends.base import Backend
 from distloop.facades.batch import CallBatch
 from distloop.facades.calls import CallDispatcher
 from distloop.facades.constructor import check_count, check_max_tasks, initializer_spec, mp_context_ignored
 from distloop.tasks.core.settings import Settings
-from distloop.worker.early import started_early
 
 
 def make_backend(
@@ -53,11 +51,7 @@ def make_backend(
         settings = settings.replace(max_tasks_per_child=max_tasks_per_child)
     if forward_output is not None:
         settings = settings.replace(forward_output=forward_output)
-    # The embedded cluster (if any) imports Celery while this process imports the backend.
-    with started_early(workers, allow, settings) if backend == "celery" else nullcontext():
-        engine = get_backend(backend, settings, workers, option=f"{option}=")
-        engine.start(allow)
-    return engine, True
+    return start_backend(backend, settings, workers, allow, option=f"{option}="), True
 
 
 class CeleryExecutor(Executor):
