@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from distloop.backends.base import Backend, JobSpec
     from distloop.facades.executor import CeleryExecutor
     from distloop.facades.joblib_backend import register_joblib
+    from distloop.facades.parallel import Parallel, delayed
     from distloop.facades.pool import AsyncResult, Pool
     from distloop.tasks.core.errors import (
         BrokerUnavailable,
@@ -74,6 +75,8 @@ _EXPORTS = {
     "JobSpec": "distloop.backends.base",
     "CeleryExecutor": "distloop.facades.executor",
     "register_joblib": "distloop.facades.joblib_backend",
+    "Parallel": "distloop.facades.parallel",
+    "delayed": "distloop.facades.parallel",
     "AsyncResult": "distloop.facades.pool",
     "Pool": "distloop.facades.pool",
     "Settings": "distloop.tasks.core.settings",
@@ -96,12 +99,14 @@ __all__ = [
     "Interrupted",
     "JobReport",
     "JobSpec",
+    "Parallel",
     "Pool",
     "ResultNotSerializable",
     "Settings",
     "TargetError",
     "TargetNotAllowed",
     "UsageError",
+    "delayed",
     "get_backend",
     "register_joblib",
     "run_job",

@@ -76,7 +76,7 @@ def facade_walls(settings: Settings, n: int, repeat: int = 5) -> dict[str, float
 
     import joblib
 
-    from distloop import CeleryExecutor, Pool, register_joblib
+    from distloop import CeleryExecutor, Parallel, Pool, delayed, register_joblib
     from distloop.api import run_job
     from distloop.backends import get_backend
     from distloop.tasks.demo import square
@@ -111,6 +111,11 @@ def facade_walls(settings: Settings, n: int, repeat: int = 5) -> dict[str, float
         register_joblib(executor=ex)
         with joblib.parallel_config(backend="distloop"):
             timed("joblib.Parallel", lambda: joblib.Parallel(n_jobs=-1)(joblib.delayed(square)(i) for i in range(n)))
+    # The same calls with the import line switched: from distloop import Parallel, delayed.
+    run = Parallel(n_jobs=-1, settings=settings)
+    run(delayed(square)(i) for i in range(1000))  # its workers kept between calls: started, as loky's
+    timed("distloop.Parallel", lambda: run(delayed(square)(i) for i in range(n)))
+    Parallel.stop_workers()
     # The floor under any joblib backend: the caller's own generator of delayed() calls, before a
     # backend sees one; and joblib's default backend (loky) on the same machine, as users run it.
     timed(
@@ -140,10 +145,14 @@ def submit_seconds(settings: Settings, n: int) -> float:
 
 
 def facade_rows(settings: Settings, plain_rate: float, n: int = 100_000, submits: int = 20_000) -> None:
-    """The facades' targets (issue 14): 5x multiprocessing.Pool(2).map, 1.5x run_loop; submit() 3x a group."""
+    """The facades' targets (issue 14): 5x multiprocessing.Pool(2).map, 1.5x run_loop; submit() 3x a group.
+
+    joblib.Parallel is joblib's own, on the registered "distloop" backend; distloop.Parallel is the
+    same code with its import line switched (``from distloop import Parallel, delayed``).
+    """
     walls = facade_walls(settings, n)
     mp, loop = walls["multiprocessing.Pool(2).map"], walls["run_loop"]
-    for name in ("Pool.map", "CeleryExecutor.map", "Pool.imap", "joblib.Parallel"):
+    for name in ("Pool.map", "CeleryExecutor.map", "Pool.imap", "joblib.Parallel", "distloop.Parallel"):
         wall = walls[name]
         record(f"square 0:{n} {name} / multiprocessing.Pool(2).map wall", f"{wall:.3f} / {mp:.3f} s = {wall / mp:.1f}",
                "<= 5", wall / mp <= 5)  # fmt: skip

@@ -168,6 +168,8 @@ FILES = {
                         "pool apply_async": caught(case, lambda: pool.apply_async(fail, (case,)).get(60)),
                         "joblib": caught(case, lambda: joblib.Parallel(n_jobs=2, backend="distloop")(
                             joblib.delayed(fail)(c) for c in ["ok", case])),
+                        "Parallel": caught(case, lambda: distloop.Parallel(n_jobs=2)(
+                            distloop.delayed(fail)(c) for c in ["ok", case])),
                     }
             print(json.dumps(out))
     """,
@@ -198,7 +200,16 @@ TABLE: dict[str, tuple[str, str, Any]] = {
     # A class of the script the caller runs: its own __main__ class, not a second copy.
     "ScriptError": ("__main__.ScriptError", "('ScriptError', 1)", ["ScriptError", 1]),
 }  # fmt: skip
-FACADES = ("executor submit", "executor map", "pool apply", "pool map", "pool imap", "pool apply_async", "joblib")
+FACADES = (
+    "executor submit",
+    "executor map",
+    "pool apply",
+    "pool map",
+    "pool imap",
+    "pool apply_async",
+    "joblib",
+    "Parallel",
+)
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,7 @@ FILES = {
             with distloop.Pool(forward_output=forward) as pool:
                 pool.map(talk, [2, 3])
             joblib.Parallel(n_jobs=2, backend="distloop")(joblib.delayed(talk)(i) for i in [4])
+            distloop.Parallel(n_jobs=2, forward_output=forward)(distloop.delayed(talk)(i) for i in [6])
             distloop.run_loop(talk, [5], forward_output=forward)
             print("done")
     """,
@@ -182,9 +183,9 @@ def test_facades_forward_unless_told_not_to(project: Path, project_workers: tupl
     env = user_env(DISTLOOP_BROKER_URL=server.url)
     on = run_in(project, [sys.executable, "facade_output.py", "on"], env)
     assert on.returncode == 0, on.stderr
-    assert sorted(t for _, _, t in forwarded(on.stdout)) == [f"print {i}" for i in (1, 2, 3, 4, 5)]
+    assert sorted(t for _, _, t in forwarded(on.stdout)) == [f"print {i}" for i in (1, 2, 3, 4, 5, 6)]
     assert sorted(t for _, _, t in forwarded(on.stderr) if t.startswith("stderr")) == [
-        f"stderr {i}" for i in (1, 2, 3, 4, 5)
+        f"stderr {i}" for i in (1, 2, 3, 4, 5, 6)
     ]
     off = run_in(project, [sys.executable, "facade_output.py", "off"], env)
     assert off.returncode == 0, off.stderr

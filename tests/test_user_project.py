@@ -50,7 +50,7 @@ def test_python_api_and_facades_from_a_script_in_the_project(project: Path, back
     assert done.returncode == 0, done.stderr
     expected = dict(API_EXPECTED)
     if backend != "celery":
-        del expected["joblib"]
+        del expected["joblib"], expected["Parallel"]  # joblib's calling convention runs on Celery workers
     assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
 
 

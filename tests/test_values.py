@@ -59,6 +59,8 @@ SCRIPT = """
             distloop.register_joblib()
             with joblib.parallel_config(backend="distloop"):
                 out["joblib"] = joblib.Parallel(n_jobs=2)(joblib.delayed(valuesamples.echo)(v) for v in values)
+            out["Parallel"] = distloop.Parallel(n_jobs=2, batch_size=4)(distloop.delayed(valuesamples.echo)(v)
+                                                                        for v in values)
         print(json.dumps(codec.encode(out)))
 """
 
@@ -105,7 +107,7 @@ def test_value_travels_as_result_and_argument_from_a_user_project(project: Path,
     position = list(samples()).index(name)
     outputs = api_outputs(project, backend)
     expected_paths = {"run_loop results", "run_loop arguments", "CeleryExecutor.map", "CeleryExecutor.submit results",
-                      "Pool.map"} | ({"joblib"} if backend == "celery" else set())  # fmt: skip
+                      "Pool.map"} | ({"joblib", "Parallel"} if backend == "celery" else set())  # fmt: skip
     assert set(outputs) == expected_paths
     for path, values in outputs.items():
         assert same(expected, values[position]), f"{path} on {backend}: {expected!r} came back as {values[position]!r}"

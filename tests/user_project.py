@@ -99,6 +99,7 @@ FILES = {
                 distloop.register_joblib()
                 with joblib.parallel_config(backend="distloop"):
                     out["joblib"] = joblib.Parallel(n_jobs=-1)(joblib.delayed(local)(i) for i in range(4))
+                out["Parallel"] = distloop.Parallel(n_jobs=-1)(distloop.delayed(local)(i) for i in range(4))
             print(json.dumps(out))
     """,
 }
@@ -113,6 +114,7 @@ API_EXPECTED = {
     "executor submit": [["run_api.py", 4]],
     "pool map": [["myproject.jobs", i * 2] for i in range(4)],
     "joblib": [["run_api.py", i - 1] for i in range(4)],
+    "Parallel": [["run_api.py", i - 1] for i in range(4)],
 }
 
 

@@ -130,6 +130,11 @@ class CallDispatcher:
             self._jobs.by_target[target] = job
         return job
 
+    @property
+    def closed(self) -> bool:
+        """Shut down or broken: no new calls are accepted."""
+        return self._closing or self._broken is not None
+
     def cost(self, target: str) -> float:
         """Measured seconds per call of ``target`` (0.0: not measured yet)."""
         return self._cost.get(target, 0.0)
@@ -186,11 +191,13 @@ class CallDispatcher:
         values: Sequence[Any],
         *,
         star: bool = False,
+        explicit: bool = False,
         chunksize: int | None = None,
         batch: CallBatch | None = None,
         seal: bool = True,
     ) -> CallBatch:
-        """Queue ``fn(x)`` (or ``fn(*x)`` with ``star``) for each of ``values``: chunks of one CallBatch.
+        """Queue ``fn(x)`` (``fn(*x)`` with ``star``, ``fn(*args, **kwargs)`` for ``(args, kwargs)``
+        pairs with ``explicit``) for each of ``values``: chunks of one CallBatch.
 
         Encoded in one go; ``chunksize`` calls per message, by default sized by
         :func:`distloop.sizing.call_chunk_size` from the function's measured cost (before
@@ -204,7 +211,10 @@ class CallDispatcher:
         chunks = []
         for s in range(0, len(values), size):  # encoded chunk by chunk: each carries its own arrays
             with self.out_of_band() as buffers:
-                if star:
+                if explicit:
+                    part = encode_calls(job.target, values[s : s + size], s)
+                    chunks.append(batch.add(job, calls=part, blobs=buffers))
+                elif star:
                     part = encode_calls(job.target, [(tuple(args), {}) for args in values[s : s + size]], s)
                     chunks.append(batch.add(job, calls=part, blobs=buffers))
                 else:
@@ -213,6 +223,37 @@ class CallDispatcher:
         if seal:
             batch.seal()
         return batch
+
+    def map_delayed(self, calls: Iterable[Any], batch: CallBatch, chunksize: int | None = None) -> int:
+        """Queue joblib-style ``(f, args, kwargs)`` calls as chunks of ``batch`` (not sealed); how many.
+
+        Consecutive calls of one function share chunks; ``f(x)`` calls keep only ``x``
+        (no tuple or dict per call is held: a list of 10**5 of them costs more in
+        garbage collection than the calls cost to send). ``chunksize``: calls per chunk
+        (default: sized from the function's measured cost, as ``map``).
+        """
+        count = 0
+        func: Any = None
+        values: list[Any] = []  # the run's single arguments, or its (args, kwargs) pairs
+        explicit = False
+
+        def flush() -> None:
+            if values:
+                self.map_calls(func, values, explicit=explicit, chunksize=chunksize, batch=batch, seal=False)
+
+        for call in calls:
+            try:
+                fn, args, kwargs = call
+            except (TypeError, ValueError):
+                raise TypeError(f"expected delayed(f)(...) calls, (f, args, kwargs), not {call!r}") from None
+            single = len(args) == 1 and not kwargs
+            if fn is not func or not (explicit or single):  # a new function, or f(x) calls meet others
+                flush()
+                func, values, explicit = fn, [], not single
+            values.append((args, kwargs) if explicit else args[0])
+            count += 1
+        flush()
+        return count
 
     def add_chunks(self, chunks: list[Chunk]) -> None:
         """Queue ready-made chunks (in order)."""

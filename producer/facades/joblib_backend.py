@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from distloop.facades.batch import CallBatch, encode_calls, encode_each
+from distloop.facades.batch import CallBatch
 from distloop.facades.executor import CeleryExecutor
 from distloop.tasks.core.defaults import MAX_STREAM_CHUNK, TARGET_CHUNK_SECONDS
 from distloop.tasks.core.errors import UsageError
@@ -135,29 +135,11 @@ def _submit_batch(executor: CeleryExecutor, batch: Any) -> tuple[Future[list[Any
     """Send a joblib ``BatchedCalls`` (items of ``(func, args, kwargs)``) as chunks: one Future for its
     list, and the last function's target.
 
-    Consecutive calls of one function share a chunk; ``f(x)`` calls travel in
-    the compact one-argument form, the values encoded in one go.
+    Consecutive calls of one function share a chunk (joblib sized the batch);
+    ``f(x)`` calls travel in the compact one-argument form.
     """
     items = list(getattr(batch, "items", None) or [(batch, (), {})])
-    dispatcher = executor._dispatcher
     calls = CallBatch()
-    chunks = []
-    start = 0
-    while start < len(items):
-        func = items[start][0]
-        stop = start
-        while stop < len(items) and items[stop][0] is func:
-            stop += 1
-        run = items[start:stop]
-        job = dispatcher.job_for(func)
-        with dispatcher.out_of_band() as buffers:  # large arrays beside the message
-            if all(len(args) == 1 and not kwargs for _, args, kwargs in run):
-                chunk = calls.add(job, each=encode_each(job.target, [args[0] for _, args, _ in run]), blobs=buffers)
-            else:
-                encoded = encode_calls(job.target, [(args, kwargs) for _, args, kwargs in run])
-                chunk = calls.add(job, calls=encoded, blobs=buffers)
-        chunks.append(chunk)
-        start = stop
-    dispatcher.add_chunks(chunks)
+    executor._dispatcher.map_delayed(items, calls, chunksize=len(items))
     calls.seal()
-    return calls.future(), chunks[-1].job.target
+    return calls.future(), calls.chunks[-1].job.target
