@@ -6,6 +6,7 @@ sends tasks by name; the module-level :data:`app` is the worker's.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from celery import Celery
@@ -98,9 +99,22 @@ def chunk(
 
 
 def with_arguments(store: JobStore, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """``spec`` with its large arguments' raw bytes (stored by the producer) in place of their references."""
+    """``spec`` with its large arguments' raw bytes (stored by the producer) in place of their references,
+    and its list of calls back in place if it came beside the message (``packed``)."""
     stored = store.get_blobs(job_id, [ARGUMENT_BLOB + name for name in spec["blobs"]])
     found = {name: stored[ARGUMENT_BLOB + name] for name in spec["blobs"]}
+    spec = dict(spec)
+    packed = spec.pop("packed", None)
+    if packed is not None:
+        field, data = packed.get("field"), found.get(packed.get("name"))
+        if field not in ("each", "calls") or data is None:
+            raise codec.DecodeError("the chunk's list of calls is gone from the job's ledger")
+        try:
+            spec[field] = json.loads(data)  # plain JSON: lists, numbers, strings (the codec's tags)
+        except ValueError as exc:
+            raise codec.DecodeError(f"the chunk's list of calls is not JSON: {exc}") from None
+        if type(spec[field]) is not list or len(spec[field]) != packed.get("items"):
+            raise codec.DecodeError("the chunk's list of calls does not match its message")
     return {k: blobs.attach(v, found) if k in ("each", "calls") else v for k, v in spec.items()}
 
 

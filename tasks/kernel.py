@@ -62,12 +62,18 @@ class ChunkSpec:
     # Raw buffers of large array arguments, name -> bytes-like, that travel beside the message
     # (distloop.tasks.core.blobs): only the names go on the wire.
     blobs: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # A long ``each`` or ``calls`` list sent as one JSON blob beside the message, in their place:
+    # ``{"field": "each" | "calls", "name": blob name, "items": its length}`` (the worker that runs
+    # the chunk puts the list back before anything reads it; see distloop.backends.arguments).
+    packed: dict[str, Any] | None = None
 
     @property
     def is_range(self) -> bool:
-        return self.calls is None and self.each is None
+        return self.calls is None and self.each is None and self.packed is None
 
     def __len__(self) -> int:
+        if self.packed is not None:
+            return int(self.packed["items"])
         if self.calls is not None:
             return len(self.calls)
         if self.each is not None:
@@ -88,7 +94,9 @@ class ChunkSpec:
 
     def to_wire(self) -> dict[str, Any]:
         data: dict[str, Any] = {"index": self.index}
-        if self.each is not None:
+        if self.packed is not None:
+            data["packed"] = self.packed
+        elif self.each is not None:
             data["each"] = self.each
         elif self.calls is not None:
             data["calls"] = self.calls
@@ -110,6 +118,7 @@ class ChunkSpec:
             calls=data.get("calls"),
             each=data.get("each"),
             init=data.get("init"),
+            packed=data.get("packed"),
         )
 
 

@@ -493,3 +493,60 @@ def test_a_compact_chunk_whose_arguments_a_worker_cannot_read_fails_every_call(s
     result = run_sent_chunk(shared_workers.settings, spec)
     assert [e["index"] for e in result["errors"]] == [0, 1, 2]
     assert all("arguments cannot be read on this worker" in e["message"] for e in result["errors"])
+
+
+# --- long lists of calls travel beside their message (distloop.backends.arguments.pack) ---
+
+
+def test_a_long_list_of_calls_is_packed_beside_its_message_and_a_short_one_is_not() -> None:
+    from distloop.backends.arguments import PACK_ITEMS, pack
+    from distloop.tasks.kernel import ChunkSpec
+
+    values = list(range(20_000))
+    long = pack(ChunkSpec(index=7, each=values))
+    assert long.each is None and long.packed == {"field": "each", "name": "calls:7", "items": len(values)}
+    assert long.blobs is not None and json_list(long.blobs["calls:7"]) == values
+    assert len(long) == len(values) and not long.is_range
+    wire = long.to_wire()
+    assert "each" not in wire and wire["blobs"] == ["calls:7"] and len(str(wire)) < 200  # names only
+    assert pack(long) is long  # already packed: the same blob, sent again
+    short = ChunkSpec(index=1, each=list(range(PACK_ITEMS - 1)))
+    assert pack(short) is short
+    calls = pack(ChunkSpec(index=2, calls=[[[i, "x" * 80], {}] for i in range(PACK_ITEMS)]))
+    assert calls.calls is None and calls.packed is not None and calls.packed["field"] == "calls"
+
+
+def json_list(data: bytes) -> list[Any]:
+    import json
+
+    return list(json.loads(data))
+
+
+def test_values_of_a_long_map_come_back_the_same_through_its_packed_list(broker: str) -> None:
+    np = pytest.importorskip("numpy", reason="numpy is in the dev extra")
+    big = np.arange(20_000, dtype=np.float64)  # its own blob, referenced from inside the packed list
+    values: list[Any] = [i if i % 3 else (float(i), decimal.Decimal(i), {i: "int key"}) for i in range(3000)]
+    values[1500] = big
+    with CeleryExecutor(broker=broker) as ex:
+        got = list(ex.map(workloads.echo, values, chunksize=len(values)))  # one chunk: packed
+    assert len(got) == len(values)
+    assert np.array_equal(got[1500], big) and got[1500].dtype == big.dtype
+    for position, (g, e) in enumerate(zip(got, values, strict=True)):
+        if position != 1500:
+            assert_same(g, e, f"item {position}")
+
+
+@pytest.mark.parametrize(
+    "packed, why",
+    [
+        ({"field": "each", "name": "calls:0", "items": 3}, "is gone from the job's ledger"),
+        ({"field": "start", "name": "calls:0", "items": 3}, "is gone from the job's ledger"),
+    ],
+)
+def test_a_chunk_whose_packed_calls_cannot_be_read_fails_every_call(
+    shared_workers: Workers, packed: dict[str, Any], why: str
+) -> None:
+    spec = {"index": 0, "packed": packed, "blobs": ["calls:0"]}
+    result = run_sent_chunk(shared_workers.settings, spec)
+    assert [e["index"] for e in result["errors"]] == [0, 1, 2]
+    assert all(why in e["message"] for e in result["errors"]), result["errors"]

@@ -5,14 +5,47 @@ A chunk whose arguments hold large numpy arrays (``ChunkSpec.blobs``, see
 go first into the job's blob hash, where the worker that runs the chunk reads them.
 They stay while the chunk may run again (a lost chunk, a straggler's copy, a refusal
 handed to another worker) and go when its result is in, or with the job's ledger.
+
+A long list of calls (a facade's ``map`` over many items) goes the same way, as one
+JSON blob (:func:`pack`): inside the message kombu would write it again as JSON, its
+Redis transport base64 it, and the worker's main process and then its pool child each
+parse it, for a message that only needs the blob's name.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
+from distloop.tasks.core import blobs
 from distloop.tasks.kernel import ChunkResult, ChunkSpec
 from distloop.tasks.store.jobs import ARGUMENT_BLOB, JobStore
+
+#: Lists of calls shorter than this stay in the message (most are too small to be worth a blob).
+PACK_ITEMS = 1000
+
+
+def pack(chunk: ChunkSpec) -> ChunkSpec:
+    """``chunk`` with a long ``each``/``calls`` list moved into its blobs, where that is at least
+    :data:`blobs.MIN_BYTES` of JSON; else ``chunk`` itself.
+
+    The blob is named after the chunk's index, so a chunk sent again (lost, a straggler's
+    copy) names the blob stored the first time.
+    """
+    field = "each" if chunk.each is not None else "calls" if chunk.calls is not None else None
+    if field is None:
+        return chunk
+    values = chunk.each if field == "each" else chunk.calls
+    assert values is not None
+    if len(values) < PACK_ITEMS:
+        return chunk
+    data = json.dumps(values, separators=(",", ":")).encode()
+    if len(data) < blobs.MIN_BYTES:
+        return chunk
+    name = f"calls:{chunk.index}"
+    packed = {"field": field, "name": name, "items": len(values)}
+    return replace(chunk, each=None, calls=None, blobs={**(chunk.blobs or {}), name: data}, packed=packed)
 
 
 class ArgumentBlobs:

@@ -24,7 +24,7 @@ from celery.utils.nodenames import worker_direct
 from kombu import Queue
 from kombu.exceptions import OperationalError
 
-from distloop.backends.arguments import ArgumentBlobs
+from distloop.backends.arguments import ArgumentBlobs, pack
 from distloop.backends.base import Backend, JobSpec, StoredJob
 from distloop.backends.control import JOB_STAMP, held_by_workers, revoke_stamp, stop_copies
 from distloop.backends.events import follow_monitors
@@ -233,6 +233,7 @@ class CeleryBackend(Backend):
         while True:
             try:
                 first()
+                chunks = [pack(chunk) for chunk in chunks]  # a long list of calls beside its message
                 self._arguments.put(self.store, job.job_id, chunks)  # type: ignore[arg-type]
                 # One producer connection; kombu's batch pipelines the publishes to Redis.
                 with self._producer.batch(max_size=max(1, len(chunks))):
