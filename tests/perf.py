@@ -66,12 +66,14 @@ def dispatch_rates(settings: Settings, n: int) -> tuple[float, float]:
     return n / report.runs["celery"].wall_s, n / plain_group_seconds(settings, n)
 
 
-def facade_walls(settings: Settings, n: int, repeat: int = 5) -> dict[str, float]:
+def facade_walls(settings: Settings, n: int, repeat: int = 7) -> dict[str, float]:
     """Median wall seconds of ``square`` over n items: multiprocessing.Pool(2).map, run_loop and each facade.
 
-    One after the other on the same workers; every facade (and run_loop's backend)
-    is started before its clock starts, as multiprocessing's pool is.
+    All are started (and run once) before any clock starts, as multiprocessing's pool
+    is; then the repeats run in rounds, each round every one of them once, so that a
+    machine slowing down for a while (these are shared) weighs on all alike.
     """
+    import contextlib
     import multiprocessing
 
     import joblib
@@ -82,50 +84,51 @@ def facade_walls(settings: Settings, n: int, repeat: int = 5) -> dict[str, float
     from distloop.tasks.demo import square
 
     expected = [i * i for i in range(n)]
-    walls: dict[str, float] = {}
-
-    def timed(name: str, run: Callable[[], list[int]]) -> None:
-        def once() -> float:
-            started = time.perf_counter()
-            got = run()
-            wall = time.perf_counter() - started
-            assert got == expected, f"{name}: wrong results"
-            return wall
-
-        walls[name] = median_of(repeat, once)
-        print(f"  square 0:{n} {name}: {walls[name]:.3f} s", flush=True)
-
-    with multiprocessing.Pool(2) as mp:
-        timed("multiprocessing.Pool(2).map", lambda: mp.map(square, range(n)))
-    engine = get_backend("celery", settings)
-    engine.start()
-    try:
-        timed("run_loop", lambda: run_job(square, range(n), backend=engine).result)
-    finally:
-        engine.close()
-    with Pool(settings=settings) as pool:
-        timed("Pool.map", lambda: pool.map(square, range(n)))
-        timed("Pool.imap", lambda: list(pool.imap(square, range(n))))
-    with CeleryExecutor(settings=settings) as ex:
-        timed("CeleryExecutor.map", lambda: list(ex.map(square, range(n))))
+    with contextlib.ExitStack() as stack:
+        mp = stack.enter_context(multiprocessing.Pool(2))
+        engine = get_backend("celery", settings)
+        engine.start()
+        stack.callback(engine.close)
+        pool = stack.enter_context(Pool(settings=settings))
+        ex = stack.enter_context(CeleryExecutor(settings=settings))
         register_joblib(executor=ex)
-        with joblib.parallel_config(backend="distloop"):
-            timed("joblib.Parallel", lambda: joblib.Parallel(n_jobs=-1)(joblib.delayed(square)(i) for i in range(n)))
-    # The same calls with the import line switched: from distloop import Parallel, delayed.
-    run = Parallel(n_jobs=-1, settings=settings)
-    run(delayed(square)(i) for i in range(1000))  # its workers kept between calls: started, as loky's
-    timed("distloop.Parallel", lambda: run(delayed(square)(i) for i in range(n)))
-    Parallel.stop_workers()
-    # The floor under any joblib backend: the caller's own generator of delayed() calls, before a
-    # backend sees one; and joblib's default backend (loky) on the same machine, as users run it.
-    timed(
-        "joblib delayed() calls, built and run in-process",
-        lambda: [f(*a) for f, a, _ in (joblib.delayed(square)(i) for i in range(n))],
-    )
-    timed(
-        "joblib.Parallel(n_jobs=2), loky",
-        lambda: joblib.Parallel(n_jobs=2)(joblib.delayed(square)(i) for i in range(n)),
-    )
+        # The same calls with the import line switched: from distloop import Parallel, delayed.
+        parallel = Parallel(n_jobs=-1, settings=settings)
+        stack.callback(Parallel.stop_workers)
+
+        def on_distloop_backend() -> list[int]:
+            with joblib.parallel_config(backend="distloop"):
+                return list(joblib.Parallel(n_jobs=-1)(joblib.delayed(square)(i) for i in range(n)))
+
+        runs: dict[str, Callable[[], list[int]]] = {
+            "multiprocessing.Pool(2).map": lambda: mp.map(square, range(n)),
+            "run_loop": lambda: run_job(square, range(n), backend=engine).result,
+            "Pool.map": lambda: pool.map(square, range(n)),
+            "Pool.imap": lambda: list(pool.imap(square, range(n))),
+            "CeleryExecutor.map": lambda: list(ex.map(square, range(n))),
+            "joblib.Parallel": on_distloop_backend,
+            "distloop.Parallel": lambda: parallel(delayed(square)(i) for i in range(n)),
+            # The floor under any joblib backend: the caller's own generator of delayed() calls,
+            # before a backend sees one; and joblib's default backend (loky), as users run it.
+            "joblib delayed() calls, built and run in-process": lambda: [
+                f(*a) for f, a, _ in (joblib.delayed(square)(i) for i in range(n))
+            ],
+            "joblib.Parallel(n_jobs=2), loky": lambda: joblib.Parallel(n_jobs=2)(
+                joblib.delayed(square)(i) for i in range(n)
+            ),
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in runs}
+        for round_ in range(repeat + 1):  # round 0 warms every one up (loky's and Parallel's workers kept)
+            for name, run in runs.items():
+                started = time.perf_counter()
+                got = run()
+                wall = time.perf_counter() - started
+                assert got == expected, f"{name}: wrong results"
+                if round_:
+                    seconds[name].append(wall)
+    walls = {name: statistics.median(values) for name, values in seconds.items()}
+    for name, wall in walls.items():
+        print(f"  square 0:{n} {name}: {wall:.3f} s", flush=True)
     return walls
 
 

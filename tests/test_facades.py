@@ -287,6 +287,13 @@ def test_pool_imap_for_loops_and_next_take_turns_without_losing_or_repeating_an_
         got += [next(results) for _ in range(5)]
         got += list(results)
         assert got == [square(i) for i in range(50)]
+        # A for loop's iterator left mid-chunk, then next() past the end of that chunk, then
+        # the old iterator again: it goes on from where next() stopped.
+        results = pool.imap(square, range(30), chunksize=7)
+        old = iter(results)
+        got = [next(old) for _ in range(3)] + [next(results) for _ in range(9)] + [next(old)]
+        got += list(results)
+        assert got == [square(i) for i in range(30)]
         failing = pool.imap(workloads.fail_at_7, range(10), chunksize=4)
         seen: list[int] = []
         with pytest.raises(ValueError, match="bad item 7"):

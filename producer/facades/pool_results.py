@@ -157,8 +157,24 @@ class IMapIterator:
         except RuntimeError:
             pass  # the pool closed or terminated meanwhile: nothing more to send
 
-    def __iter__(self) -> IMapIterator:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        # A for loop (or list()) reads a chunk with no failed item at C speed, not a next() per
+        # item; it reads the same chunk iterator as next() does, so the two can take turns.
+        return self._values()
+
+    def _values(self) -> Iterator[Any]:
+        while True:
+            clean = self._clean
+            if clean is not None:
+                yield from clean
+                if self._clean is clean:  # (not a chunk a next() call meanwhile went on to)
+                    self._clean = None
+                continue
+            try:
+                value = self.next()
+            except StopIteration:
+                return
+            yield value
 
     def next(self, timeout: float | None = None) -> Any:
         """The next result; ``multiprocessing.TimeoutError`` if none comes within ``timeout``."""
