@@ -7,9 +7,9 @@ They stay while the chunk may run again (a lost chunk, a straggler's copy, a ref
 handed to another worker) and go when its result is in, or with the job's ledger.
 
 A long list of calls (a facade's ``map`` over many items) goes the same way, as one
-JSON blob (:func:`pack`): inside the message kombu would write it again as JSON, its
-Redis transport base64 it, and the worker's main process and then its pool child each
-parse it, for a message that only needs the blob's name.
+JSON blob (:func:`pack`): inside the message, kombu writes the list into the message's
+JSON and the worker's main process and then its pool child each parse it, where only
+the child needs it.
 """
 
 from __future__ import annotations
