@@ -156,8 +156,13 @@ class Parallel:
             dispatcher.withdraw(batch)
             raise
         batch.seal()
-        results = self._results(executor, batch, total)
-        return list(results) if self.return_as == "list" else results
+        chunks = self._chunks(executor, batch, total)
+        if self.return_as != "list":
+            return _flat(chunks)
+        results: list[Any] = []
+        for values in chunks:  # a list's worth at a time, not a generator step per value
+            results.extend(values)
+        return results
 
     def _max_workers(self) -> int | None:
         if self.n_jobs is None or self.n_jobs == -1:
@@ -166,7 +171,8 @@ class Parallel:
             return self.n_jobs
         return max(1, min(worker_cap(), os.cpu_count() or 1) + 1 + self.n_jobs)
 
-    def _results(self, executor: CeleryExecutor, batch: CallBatch, total: int) -> Iterator[Any]:
+    def _chunks(self, executor: CeleryExecutor, batch: CallBatch, total: int) -> Iterator[list[Any]]:
+        """Each chunk's values, in order or as chunks finish; raises a failed call's exception at it."""
         started = time.monotonic()
         done = 0
         slots = range(batch.size)
@@ -182,13 +188,18 @@ class Parallel:
                 done += len(values)
                 if self.verbose > 0:
                     self._progress(done, total, time.monotonic() - started)
-                yield from values
+                yield values
         finally:
             executor._dispatcher.withdraw(batch)
 
     def _progress(self, done: int, total: int, elapsed: float) -> None:
         end = " finished" if done == total else ""
         print(f"[{self!r}]: Done {done:>5} out of {total:>5} | elapsed: {elapsed:6.1f}s{end}", file=sys.stderr)
+
+
+def _flat(chunks: Iterator[list[Any]]) -> Iterator[Any]:
+    for values in chunks:
+        yield from values
 
 
 _lock = threading.Lock()
