@@ -115,6 +115,8 @@ def with_arguments(store: JobStore, job_id: str, spec: dict[str, Any]) -> dict[s
             raise codec.DecodeError(f"the chunk's list of calls is not JSON: {exc}") from None
         if type(spec[field]) is not list or len(spec[field]) != packed.get("items"):
             raise codec.DecodeError("the chunk's list of calls does not match its message")
+        if len(found) == 1:  # the list was the only blob: no array references in it to attach
+            return spec
     return {k: blobs.attach(v, found) if k in ("each", "calls") else v for k, v in spec.items()}
 
 
