@@ -235,25 +235,29 @@ class CallDispatcher:
         count = 0
         func: Any = None
         values: list[Any] = []  # the run's single arguments, or its (args, kwargs) pairs
+        append = values.append
         explicit = False
 
-        def flush() -> None:
+        def flush() -> int:
             if values:
                 self.map_calls(func, values, explicit=explicit, chunksize=chunksize, batch=batch, seal=False)
+            return len(values)
 
         for call in calls:
             try:
                 fn, args, kwargs = call
             except (TypeError, ValueError):
                 raise TypeError(f"expected delayed(f)(...) calls, (f, args, kwargs), not {call!r}") from None
+            if fn is func and not explicit and not kwargs and len(args) == 1:  # the common case, first
+                append(args[0])
+                continue
             single = len(args) == 1 and not kwargs
             if fn is not func or not (explicit or single):  # a new function, or f(x) calls meet others
-                flush()
+                count += flush()
                 func, values, explicit = fn, [], not single
-            values.append((args, kwargs) if explicit else args[0])
-            count += 1
-        flush()
-        return count
+                append = values.append
+            append((args, kwargs) if explicit else args[0])
+        return count + flush()
 
     def add_chunks(self, chunks: list[Chunk]) -> None:
         """Queue ready-made chunks (in order)."""
