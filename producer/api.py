@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from distloop.assemble import Assembler, JsonLinesSink, ListSink
-from distloop.backends import start_backend
+from distloop.backends import check_timeout, start_backend
 from distloop.backends.base import Backend, JobSpec
 from distloop.dispatch import Progress, run_chunks
 from distloop.ranges import range_length
@@ -178,8 +178,7 @@ def run_job(
         engine = start_backend(backend, settings or Settings.from_env(), workers, allow, timeout=timeout)
     else:
         engine = backend
-        if timeout is not None and not engine.supports_timeout:
-            raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
+        check_timeout(engine, timeout)
         engine.start(allow)
     try:
         by_host = engine.name == "celery" and engine.settings.stragglers  # hosts can differ in speed

@@ -12,9 +12,7 @@ import enum
 import math
 import multiprocessing
 import os
-import struct
 import time
-from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, as_completed, wait
 from pathlib import Path
 from typing import Any
@@ -26,54 +24,15 @@ from distloop.facades.call_errors import call_error
 from distloop.tasks.core import codec
 from distloop.tasks.demo import calc_stuff, cube, square
 from tests import workloads
-from tests.conftest import Workers, run_sent_chunk, running, wait_until
+from tests.conftest import Gate, Workers, assert_same, run_sent_chunk, running, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def assert_same(got: Any, expected: Any, where: str = "result") -> None:
-    """Equal and of the same type all the way down (``1 == 1.0 == True`` does not count)."""
-    assert type(got) is type(expected), f"{where}: {type(got).__name__} != {type(expected).__name__}"
-    if isinstance(expected, float):
-        assert struct.pack("<d", got) == struct.pack("<d", expected) or (math.isnan(got) and math.isnan(expected))
-    elif isinstance(expected, (list, tuple)):
-        assert len(got) == len(expected), where
-        for n, (g, e) in enumerate(zip(got, expected, strict=True)):
-            assert_same(g, e, f"{where}[{n}]")
-    elif isinstance(expected, dict):
-        assert list(got) == list(expected), where
-        for key in expected:
-            assert_same(got[key], expected[key], f"{where}[{key!r}]")
-    else:
-        assert got == expected, where
 
 
 @pytest.fixture
 def broker(shared_workers: Workers) -> str:
     assert shared_workers.settings.broker_url is not None
     return shared_workers.settings.broker_url
-
-
-class Gate:
-    """A file the ``wait_for_file`` workload waits for: calls block until the test opens it."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = str(folder / "gate")
-
-    def open(self) -> None:
-        Path(self.path).touch()
-
-    def ran(self) -> list[int]:
-        """Items that started on a worker."""
-        log = Path(self.path + ".ran")
-        return sorted(int(line) for line in log.read_text().split()) if log.exists() else []
-
-
-@pytest.fixture
-def gate(tmp_path: Path) -> Iterator[Gate]:
-    g = Gate(tmp_path)
-    yield g
-    g.open()  # never leave the shared workers blocked
 
 
 # --- the seed articles, with only the pool line changed -------------------------------

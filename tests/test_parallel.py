@@ -18,8 +18,7 @@ import pytest
 from distloop import CeleryExecutor, Parallel, UsageError, delayed
 from distloop.tasks.demo import calc_stuff, square
 from tests import workloads
-from tests.conftest import Workers, running, wait_until
-from tests.test_facades import Gate, assert_same
+from tests.conftest import Gate, Workers, assert_same, running, wait_until
 from tests.user_project import build_project, run_in, user_env
 
 pytestmark = pytest.mark.integration
@@ -30,13 +29,6 @@ def broker(shared_workers: Workers) -> Iterator[str]:
     assert shared_workers.settings.broker_url is not None
     yield shared_workers.settings.broker_url
     Parallel.stop_workers()  # what the test's Parallel calls shared
-
-
-@pytest.fixture
-def gate(tmp_path: Path) -> Iterator[Gate]:
-    g = Gate(tmp_path)
-    yield g
-    g.open()
 
 
 def test_delayed_is_joblibs_call_triple_and_built_once_per_function() -> None:

@@ -51,6 +51,12 @@ def get_backend(
     return cls(settings, workers)
 
 
+def check_timeout(engine: Backend, timeout: float | None) -> None:
+    """Refuse a job's per-chunk ``timeout`` on a backend that cannot stop a stuck item."""
+    if timeout is not None and not engine.supports_timeout:
+        raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
+
+
 def start_backend(
     name: str,
     settings: Settings,
@@ -68,8 +74,7 @@ def start_backend(
     """
     with started_early(workers, allow, settings) if name == "celery" else nullcontext():
         engine = get_backend(name, settings, workers, option)
-        if timeout is not None and not engine.supports_timeout:
-            raise UsageError(f"--timeout needs the celery backend; the {engine.name} backend cannot stop a stuck item")
+        check_timeout(engine, timeout)
         try:
             engine.start(allow)
         except BaseException:

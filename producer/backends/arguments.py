@@ -33,18 +33,14 @@ def pack(chunk: ChunkSpec) -> ChunkSpec:
     The blob is named after the chunk's index, so a chunk sent again (lost, a straggler's
     copy) names the blob stored the first time.
     """
-    field = "each" if chunk.each is not None else "calls" if chunk.calls is not None else None
-    if field is None:
-        return chunk
-    values = chunk.each if field == "each" else chunk.calls
-    assert values is not None
-    if len(values) < PACK_ITEMS:
+    values = chunk.each if chunk.each is not None else chunk.calls
+    if values is None or len(values) < PACK_ITEMS:
         return chunk
     data = json.dumps(values, separators=(",", ":")).encode()
     if len(data) < blobs.MIN_BYTES:
         return chunk
     name = f"calls:{chunk.index}"
-    packed = {"field": field, "name": name, "items": len(values)}
+    packed = {"field": "each" if chunk.each is not None else "calls", "name": name, "items": len(values)}
     return replace(chunk, each=None, calls=None, blobs={**(chunk.blobs or {}), name: data}, packed=packed)
 
 

@@ -230,10 +230,10 @@ class CeleryBackend(Backend):
         # Sent only when the job sets it: otherwise each worker's own DISTLOOP_IO_CONCURRENCY.
         extra = {"io_concurrency": job.io_concurrency, "fan_out": job.fan_out}
         kwargs = {k: v for k, v in extra.items() if v} or None  # none: what workers of any version take
+        chunks = [pack(chunk) for chunk in chunks]  # a long list of calls beside its message
         while True:
             try:
                 first()
-                chunks = [pack(chunk) for chunk in chunks]  # a long list of calls beside its message
                 self._arguments.put(self.store, job.job_id, chunks)  # type: ignore[arg-type]
                 # One producer connection; kombu's batch pipelines the publishes to Redis.
                 with self._producer.batch(max_size=max(1, len(chunks))):

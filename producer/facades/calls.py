@@ -208,14 +208,13 @@ class CallDispatcher:
         job = self.job_for(fn)
         batch = batch if batch is not None else CallBatch()
         size = chunksize or call_chunk_size(len(values), self.cost(job.target), self.backend.workers)
+        if star:  # fn(*x): explicit calls without keywords
+            values, explicit = [(tuple(args), {}) for args in values], True
         chunks = []
         for s in range(0, len(values), size):  # encoded chunk by chunk: each carries its own arrays
             with self.out_of_band() as buffers:
                 if explicit:
                     part = encode_calls(job.target, values[s : s + size], s)
-                    chunks.append(batch.add(job, calls=part, blobs=buffers))
-                elif star:
-                    part = encode_calls(job.target, [(tuple(args), {}) for args in values[s : s + size]], s)
                     chunks.append(batch.add(job, calls=part, blobs=buffers))
                 else:
                     chunks.append(batch.add(job, each=encode_each(job.target, values[s : s + size], s), blobs=buffers))

@@ -25,7 +25,6 @@ or by :meth:`Parallel.stop_workers`.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import threading
 import time
@@ -33,10 +32,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from distloop.facades.batch import CallBatch
+from distloop.facades.calls import CallDispatcher
 from distloop.facades.executor import CeleryExecutor
 from distloop.tasks.core.errors import UsageError
-from distloop.tasks.core.limits import worker_cap
 from distloop.tasks.core.settings import Settings
+from distloop.worker.celery_worker import available_cpus
 
 RETURN_AS = ("list", "generator", "generator_unordered")
 
@@ -156,7 +156,7 @@ class Parallel:
             dispatcher.withdraw(batch)
             raise
         batch.seal()
-        chunks = self._chunks(executor, batch, total)
+        chunks = self._chunks(dispatcher, batch, total)
         if self.return_as != "list":
             return _flat(chunks)
         results: list[Any] = []
@@ -169,20 +169,19 @@ class Parallel:
             return None
         if self.n_jobs > 0:
             return self.n_jobs
-        return max(1, min(worker_cap(), os.cpu_count() or 1) + 1 + self.n_jobs)
+        return max(1, available_cpus() + 1 + self.n_jobs)  # the cores, as the embedded cluster counts them
 
-    def _chunks(self, executor: CeleryExecutor, batch: CallBatch, total: int) -> Iterator[list[Any]]:
+    def _chunks(self, dispatcher: CallDispatcher, batch: CallBatch, total: int) -> Iterator[list[Any]]:
         """Each chunk's values, in order or as chunks finish; raises a failed call's exception at it."""
         started = time.monotonic()
         done = 0
-        slots = range(batch.size)
         try:
-            for slot in slots:
+            for position in range(batch.size):
                 if self.return_as == "generator_unordered":
-                    next_slot = batch.next_finished(self.timeout)
-                    assert next_slot is not None
-                    slot = next_slot
+                    slot = batch.next_finished(self.timeout)
+                    assert slot is not None  # sealed: each of its chunks finishes once
                 else:
+                    slot = position
                     batch.wait(slot, self.timeout)
                 values = list(batch.values(slot))
                 done += len(values)
@@ -190,7 +189,7 @@ class Parallel:
                     self._progress(done, total, time.monotonic() - started)
                 yield values
         finally:
-            executor._dispatcher.withdraw(batch)
+            dispatcher.withdraw(batch)
 
     def _progress(self, done: int, total: int, elapsed: float) -> None:
         end = " finished" if done == total else ""
