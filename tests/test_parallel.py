@@ -7,6 +7,7 @@ project folder on the embedded cluster, where the workers are kept between
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -36,6 +37,23 @@ def test_delayed_is_joblibs_call_triple_and_built_once_per_function() -> None:
     assert call == (workloads.add, (1,), {"b": 2})
     assert delayed(workloads.add) is delayed(workloads.add)  # not rebuilt for every call
     assert delayed(workloads.add).__name__ == "add"
+
+
+class _Unhashable:
+    """A callable object that cannot be a dict key (``__eq__`` without ``__hash__``), as dataclasses are."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Unhashable)
+
+    def __call__(self, x: int) -> int:
+        return x + 1
+
+
+def test_delayed_takes_unhashable_and_unnamed_callables_and_runs_them_here() -> None:
+    unhashable, unnamed = _Unhashable(), functools.partial(workloads.add, 10)
+    assert delayed(unhashable)(1) == (unhashable, (1,), {})
+    assert delayed(unnamed)(b=2) == (unnamed, (), {"b": 2})
+    assert Parallel(n_jobs=1)([delayed(unhashable)(1), delayed(unnamed)(b=2)]) == [2, 12]
 
 
 def test_results_in_order_with_the_functions_and_arguments_mixed(broker: str) -> None:
