@@ -19,7 +19,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import Any
@@ -292,15 +292,21 @@ class CallBatch(Receiver):
                 self._cond.wait(left)
             return self._finished.popleft()
 
-    def values(self, slot: int) -> Iterator[Any]:
-        """Chunk ``slot``'s values in order, raising a failed call's exception at its position."""
+    def values(self, slot: int) -> Iterable[Any]:
+        """Chunk ``slot``'s values in order, raising a failed call's exception at its position.
+
+        A chunk with no failed call gives its list itself (read it, do not change it): a
+        generator step per value would cost the caller more than the values' whole trip.
+        """
         outcome = self._outcomes[slot]
         assert outcome is not None
         if outcome.error is not None:
             raise outcome.error
         if not outcome.errors:
-            yield from outcome.values
-            return
+            return outcome.values
+        return self._values_up_to_error(slot, outcome)
+
+    def _values_up_to_error(self, slot: int, outcome: Outcome) -> Iterator[Any]:
         chunk = self.chunks[slot]
         for position, value in enumerate(outcome.values):
             if position in outcome.errors:

@@ -191,7 +191,9 @@ class Parallel:
                 else:
                     slot = position
                     batch.wait(slot, self.timeout)
-                values = list(batch.values(slot))
+                values = batch.values(slot)
+                if not isinstance(values, list):  # a failed call in it: raised at its position
+                    values = list(values)
                 done += len(values)
                 if self.verbose > 0:
                     self._progress(done, total, time.monotonic() - started)
