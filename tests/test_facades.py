@@ -234,6 +234,33 @@ def test_pool_imap_yields_in_order_raises_at_the_item_and_goes_on(broker: str) -
         assert sorted(pool.imap_unordered(square, range(30), chunksize=4)) == [square(i) for i in range(30)]
 
 
+def test_a_map_over_a_range_sends_its_bounds_and_raises_at_the_right_item(broker: str) -> None:
+    with CeleryExecutor(broker=broker) as ex:
+        batch = ex._dispatcher.map_calls(square, list(range(5, 500, 7)), chunksize=10)
+        assert [v for slot in range(batch.size) for v in (batch.wait(slot, 60), *batch.values(slot))[1:]] == [
+            square(i) for i in range(5, 500, 7)
+        ]
+        assert all(c.spec is not None and c.spec.is_range for c in batch.chunks)
+        assert [c.spec.start for c in batch.chunks if c.spec] == list(range(5, 500, 70))
+        # Values equal to a range's but of other types travel as they are.
+        assert_same(list(ex.map(workloads.echo, [-1, 0, True, 2])), [-1, 0, True, 2])
+        assert_same(list(ex.map(workloads.echo, [0.0, 1.0])), [0.0, 1.0])
+    with Pool(broker=broker) as pool:
+        # Items 1, 3, 5 | 7, 9, 11 | ...: 7 is the first item of the second chunk, not its eighth.
+        with pytest.raises(ValueError, match="bad item 7"):
+            pool.map(workloads.fail_at_7, range(1, 20, 2), chunksize=3)
+        got: list[object] = []
+        results = pool.imap(workloads.fail_at_7, range(1, 20, 2), chunksize=3)
+        while True:
+            try:
+                got.append(results.next(timeout=60))
+            except ValueError as exc:
+                got.append(str(exc))
+            except StopIteration:
+                break
+        assert got == [1, 3, 5, "bad item 7", *range(9, 20, 2)]
+
+
 def test_pool_imap_for_loops_and_next_take_turns_without_losing_or_repeating_an_item(broker: str) -> None:
     """A ``for`` loop takes a chunk's values in bulk; it shares the iterator's place with ``next()``."""
     with Pool(broker=broker) as pool:

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from distloop.assemble import Assembler, ListSink
-from distloop.ranges import parse_range
+from distloop.ranges import as_range, parse_range
 from distloop.sizing import ChunkPlanner, auto_chunk_size, call_chunk_size
 from distloop.tasks.core import codec, defaults
 from distloop.tasks.core.errors import ChunkFailed, TargetError, TargetNotAllowed, UsageError
@@ -29,6 +29,21 @@ def test_parse_range_matches_python(text: str, expected: range) -> None:
 def test_parse_range_rejects(text: str) -> None:
     with pytest.raises(UsageError):
         parse_range(text)
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [(list(range(10)), range(10)), (list(range(5, 500, 7)), range(5, 500, 7)),
+     (list(range(10, -10, -3)), range(10, -10, -3)), ([4, 5], range(4, 6)), (range(3, 9, 2), range(3, 9, 2)),
+     ([7], None), ([], None), ([1, 2, 4], None), ([0, 0, 0], None), ([0, 1, 2, 4, 4], None),
+     ([0, True, 2], None), ([-1, 0, True, 2], None), ([0, 1, 2.0, 3], None),
+     ([0, 1.0, 2], None), ([0.0, 1.0, 2.0], None), ([False, True], None),
+     ((0, 1, 2), None), (["0", "1"], None), ([0, 2**63, 2**64], None), ([-(2**63) - 1, -(2**63)], None)],
+)  # fmt: skip
+def test_as_range_takes_exact_ints_one_step_apart_and_nothing_else(
+    values: list[object], expected: range | None
+) -> None:
+    assert as_range(values) == expected  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("r", [range(0, 100), range(0, 101, 7), range(50, -50, -3), range(0), range(3, 4)])

@@ -215,7 +215,8 @@ class CeleryBackend(Backend):
     def submit(self, job: JobSpec, chunks: Sequence[ChunkSpec]) -> None:
         assert self.store is not None
         store = self.store
-        plan = [c.to_wire() for c in chunks if c.is_range]
+        # Resume places a range job's chunks by this plan; a facade's job cannot resume (keep_results).
+        plan = [c.to_wire() for c in chunks if c.is_range] if job.keep_results else []
         self._refusals[job.job_id].sent(chunks)
         sent = self._sent[job.job_id] = max([self._sent.get(job.job_id, 0), *(c.index + 1 for c in chunks)])
         # The plan first: a producer that dies mid-send leaves no chunk resume cannot place.

@@ -34,7 +34,8 @@ from distloop.tasks.kernel import ChunkResult, ChunkSpec
 
 @dataclass(eq=False)
 class Chunk:
-    """Calls of ``job``'s function sent as one message: ``each`` (``f(x)``) or ``calls`` (``[args, kwargs]``)."""
+    """Calls of ``job``'s function sent as one message: ``each`` (``f(x)``), ``calls`` (``[args, kwargs]``),
+    or ``span``: ``f(i)`` for each ``i`` of a range, sent as a range chunk (its bounds, not its items)."""
 
     job: JobSpec
     receiver: Receiver
@@ -44,6 +45,7 @@ class Chunk:
     index: int = -1  # the chunk's index in its job, once sent
     spec: ChunkSpec | None = None
     blobs: dict[str, Any] | None = None  # large arrays among the arguments, beside the message
+    span: range | None = None
 
     def __post_init__(self) -> None:
         self.blobs = self.blobs or None  # an empty sink: none
@@ -52,10 +54,18 @@ class Chunk:
         return codec.decode(blobs.attach(value, self.blobs) if self.blobs else value)
 
     def __len__(self) -> int:
+        if self.span is not None:
+            return len(self.span)
         return len(self.each if self.each is not None else self.calls or ())
+
+    def position(self, index: int) -> int:
+        """The position in this chunk of a worker's item ``index`` (a range chunk's items are numbered by value)."""
+        return index if self.span is None else (index - self.span.start) // self.span.step
 
     def call_text(self, position: int) -> str:
         """The call at ``position`` as error messages show it."""
+        if self.span is not None:
+            return describe(self.job.target, [self.span[position]], {})
         if self.each is not None:
             return describe(self.job.target, [self._decoded(self.each[position])], {})
         args, kwargs = (self.calls or [])[position]
@@ -63,7 +73,11 @@ class Chunk:
 
     def to_spec(self, index: int, init: dict[str, Any] | None) -> ChunkSpec:
         self.index = index
-        self.spec = ChunkSpec(index=index, calls=self.calls, each=self.each, init=init, blobs=self.blobs)
+        if self.span is not None:
+            span = self.span
+            self.spec = ChunkSpec(index=index, start=span.start, stop=span.stop, step=span.step, init=init)
+        else:
+            self.spec = ChunkSpec(index=index, calls=self.calls, each=self.each, init=init, blobs=self.blobs)
         return self.spec
 
 
@@ -141,7 +155,7 @@ class FutureCalls(Receiver):
         if result.fatal:
             self.fail(chunk, fatal_exception(result.fatal))
             return
-        errors = {e["index"]: e for e in result.errors}
+        errors = {chunk.position(e["index"]): e for e in result.errors}
         values = result.values or []
         for position, future in enumerate(self.futures):
             if position in errors:
@@ -194,10 +208,10 @@ class CallBatch(Receiver):
 
     def add(
         self, job: JobSpec, each: list[Any] | None = None, calls: list[Any] | None = None,
-        blobs: dict[str, Any] | None = None,
+        blobs: dict[str, Any] | None = None, span: range | None = None,
     ) -> Chunk:  # fmt: skip
         with self._cond:
-            chunk = Chunk(job, self, len(self.chunks), each, calls, blobs=blobs)
+            chunk = Chunk(job, self, len(self.chunks), each, calls, blobs=blobs, span=span)
             self.chunks.append(chunk)
             self._outcomes.append(None)
             self._left += 1
@@ -226,7 +240,7 @@ class CallBatch(Receiver):
             self._settle(chunk.slot, Outcome([], {}, fatal_exception(result.fatal)))
         else:
             values = codec.decode_all(result.values or ())
-            outcome = Outcome(values, {e["index"]: e for e in result.errors})
+            outcome = Outcome(values, {chunk.position(e["index"]): e for e in result.errors})
             if len(values) < len(chunk):  # never from this kernel: say so rather than lose calls
                 outcome.error = DistloopError(f"{chunk.job.target}: the worker returned no result for some calls")
             self._settle(chunk.slot, outcome)

@@ -41,6 +41,7 @@ from distloop.backends.base import Backend, JobSpec
 from distloop.dispatch import resend_lost
 from distloop.facades.batch import CallBatch, Chunk, FutureCalls, encode_call, encode_calls, encode_each
 from distloop.facades.call_errors import name_of
+from distloop.ranges import as_range
 from distloop.sizing import call_chunk_size
 from distloop.tasks.core import blobs, defaults
 from distloop.tasks.core.errors import BrokerUnavailable, DistloopError, InitializerFailed
@@ -210,6 +211,13 @@ class CallDispatcher:
         size = chunksize or call_chunk_size(len(values), self.cost(job.target), self.backend.workers)
         if star:  # fn(*x): explicit calls without keywords
             values, explicit = [(tuple(args), {}) for args in values], True
+        span = None if explicit else as_range(values)
+        if span is not None:  # fn(i) over a range: each chunk sends its bounds, as distloop run's do
+            chunks = [batch.add(job, span=span[s : s + size]) for s in range(0, len(span), size)]
+            self.add_chunks(chunks)
+            if seal:
+                batch.seal()
+            return batch
         chunks = []
         for s in range(0, len(values), size):  # encoded chunk by chunk: each carries its own arrays
             with self.out_of_band() as buffers:
