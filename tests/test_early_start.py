@@ -127,3 +127,20 @@ def test_run_job_and_the_facades_start_one_cluster_early_and_adopt_it(monkeypatc
     with Pool(1, settings=settings) as pool:
         assert pool.map(square, range(20)) == [i * i for i in range(20)]
     assert len(starts) == 2 and adopted == starts
+
+
+def test_the_worker_launcher_skips_pygments_for_celerys_cli_only() -> None:
+    # Celery's click helpers build pygments' Python lexer at import (0.1 s of a worker's start-up,
+    # for colours a worker never prints); the launcher hides pygments from that import alone.
+    code = (
+        "import sys\n"
+        "from distloop.worker.launch import _without_pygments\n"
+        "with _without_pygments():\n"
+        "    import celery.bin.base, celery.bin.worker\n"
+        "assert celery.bin.base.LEXER is None and 'pygments.lexers' not in sys.modules\n"
+        "import pygments.lexers\n"  # what runs in the worker afterwards (a task) imports it as usual
+        "print(pygments.lexers.PythonLexer.name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Python"
