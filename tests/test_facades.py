@@ -219,17 +219,21 @@ def test_pool_map_and_starmap_raise_the_first_failing_item(broker: str) -> None:
             pool.map(workloads.fail_at_7, range(20), chunksize=3)
 
 
+def values_and_errors(results: Any) -> list[object]:
+    """Every value of an ``imap`` iterator read by ``next(timeout)``, a ValueError's message in its place."""
+    got: list[object] = []
+    while True:
+        try:
+            got.append(results.next(timeout=60))
+        except ValueError as exc:
+            got.append(str(exc))
+        except StopIteration:
+            return got
+
+
 def test_pool_imap_yields_in_order_raises_at_the_item_and_goes_on(broker: str) -> None:
     with Pool(broker=broker) as pool:
-        results = pool.imap(workloads.fail_at_7, iter(range(10)), chunksize=2)
-        got: list[object] = []
-        while True:
-            try:
-                got.append(results.next(timeout=60))
-            except ValueError as exc:
-                got.append(str(exc))
-            except StopIteration:
-                break
+        got = values_and_errors(pool.imap(workloads.fail_at_7, iter(range(10)), chunksize=2))
         assert got[:7] == list(range(7)) and "bad item 7" in str(got[7]) and got[8:] == [8, 9]
         assert sorted(pool.imap_unordered(square, range(30), chunksize=4)) == [square(i) for i in range(30)]
 
@@ -249,15 +253,7 @@ def test_a_map_over_a_range_sends_its_bounds_and_raises_at_the_right_item(broker
         # Items 1, 3, 5 | 7, 9, 11 | ...: 7 is the first item of the second chunk, not its eighth.
         with pytest.raises(ValueError, match="bad item 7"):
             pool.map(workloads.fail_at_7, range(1, 20, 2), chunksize=3)
-        got: list[object] = []
-        results = pool.imap(workloads.fail_at_7, range(1, 20, 2), chunksize=3)
-        while True:
-            try:
-                got.append(results.next(timeout=60))
-            except ValueError as exc:
-                got.append(str(exc))
-            except StopIteration:
-                break
+        got = values_and_errors(pool.imap(workloads.fail_at_7, range(1, 20, 2), chunksize=3))
         assert got == [1, 3, 5, "bad item 7", *range(9, 20, 2)]
 
 
