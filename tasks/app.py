@@ -28,7 +28,8 @@ assert signals
 
 def make_app(settings: Settings) -> Celery:
     """A Celery app configured from ``settings`` (the producer builds its own this way)."""
-    celery_app = Celery("distloop", set_as_current=False)
+    # Events whose retries are bounded: a worker whose broker is gone still stops (distloop.tasks.events).
+    celery_app = Celery("distloop", set_as_current=False, events="distloop.tasks.events:Events")
     celery_app.conf.update(settings.celery_config())
     return celery_app
 
