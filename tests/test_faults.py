@@ -259,6 +259,36 @@ def test_ctrl_c_with_embedded_cluster_leaves_nothing_running(tmp_path: Path) -> 
     wait_until(lambda: not any(alive(p) for p in spawned), 10, "every embedded process gone")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_script_killed_mid_job_leaves_nothing_of_its_embedded_cluster(tmp_path: Path, sig: int) -> None:
+    # A user's project, outside the repository: a package of its own and a script using Pool.
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "work.py").write_text("import time\n\ndef slow(i):\n    time.sleep(0.05)\n    return i\n")
+    (tmp_path / "script.py").write_text(
+        "from distloop import Pool\nfrom mypkg.work import slow\n\n"
+        "with Pool() as pool:\n"
+        "    print(sum(pool.map(slow, range(20))), flush=True)\n"
+        "    pool.map(slow, range(100_000))\n"
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTLOOP_")}
+    proc = subprocess.Popen([sys.executable, "script.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == str(sum(range(20)))
+        time.sleep(1.0)  # the long map's chunks are running
+        spawned = descendants(proc.pid)
+        assert spawned, "the embedded cluster started no process"
+        proc.send_signal(sig)
+        killed = time.monotonic()
+        proc.wait(30)
+        # Its Redis dies with it: nothing of the cluster may stay, waiting for Redis or for a chunk.
+        wait_until(lambda: not any(alive(p) for p in spawned), 10, "every process of the embedded cluster gone")
+        print(f"\nscript killed ({sig}): its cluster gone {time.monotonic() - killed:.1f} s later")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_message_taken_by_a_worker_that_died_before_starting_it_is_sent_again(
     workers: Workers, redis_server: RedisServer
 ) -> None:

@@ -79,11 +79,13 @@ def start_worker(
     extra_env: Mapping[str, str] | None = None,
     import_path: Sequence[str] = (),
     ready_file: str | None = None,
+    death_signal: int = signal.SIGQUIT,
 ) -> ManagedProcess:
     """Start one worker of ``settings.pool``'s kind; with ``wait``, return once it consumes tasks.
 
     Without ``wait`` the caller watches ``ready_file`` (the worker creates it once it
-    consumes tasks) and removes it.
+    consumes tasks) and removes it. ``death_signal``: what the worker gets if this
+    process dies first (a cold shutdown by default: it hands back what it holds).
     """
     hostname = hostname or f"distloop-{os.getpid()}@{socket.gethostname()}"
     ready = ready_file or os.path.join(tempfile.gettempdir(), f"distloop-ready-{uuid.uuid4().hex}")
@@ -96,8 +98,8 @@ def start_worker(
             env=env,
             cwd=cwd,
             log=log if log is not None else subprocess.DEVNULL,
-            # Cold shutdown if we die: the worker must not outlive its owner.
-            death_signal=signal.SIGQUIT,
+            # The worker must not outlive its owner.
+            death_signal=death_signal,
         )
     finally:
         if log is not None:

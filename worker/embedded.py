@@ -118,6 +118,10 @@ class EmbeddedCluster:
             import_path=script_folder(),
             wait=False,
             ready_file=self._ready_file,
+            # If we die, our private Redis dies with us: a cold shutdown has nothing to hand
+            # back, and its pool children would wait up to 30 s for Redis to store a result.
+            # Celery gives its pool children PDEATHSIG SIGKILL: they go with the worker.
+            death_signal=signal.SIGKILL,
         )
 
     def check(self) -> bool:
