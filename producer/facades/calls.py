@@ -214,22 +214,26 @@ class CallDispatcher:
         span = None if explicit else as_range(values)
         if span is not None:  # fn(i) over a range: each chunk sends its bounds, as distloop run's do
             chunks = [batch.add(job, span=span[s : s + size]) for s in range(0, len(span), size)]
-            self.add_chunks(chunks)
-            if seal:
-                batch.seal()
-            return batch
+        else:
+            chunks = self._encoded_chunks(job, batch, values, size, explicit)
+        self.add_chunks(chunks)
+        if seal:
+            batch.seal()
+        return batch
+
+    def _encoded_chunks(
+        self, job: JobSpec, batch: CallBatch, values: Sequence[Any], size: int, explicit: bool
+    ) -> list[Chunk]:
+        """``values`` cut into chunks of ``size`` calls, each encoded with its own large arrays beside it."""
         chunks = []
-        for s in range(0, len(values), size):  # encoded chunk by chunk: each carries its own arrays
+        for s in range(0, len(values), size):
             with self.out_of_band() as buffers:
                 if explicit:
                     part = encode_calls(job.target, values[s : s + size], s)
                     chunks.append(batch.add(job, calls=part, blobs=buffers))
                 else:
                     chunks.append(batch.add(job, each=encode_each(job.target, values[s : s + size], s), blobs=buffers))
-        self.add_chunks(chunks)
-        if seal:
-            batch.seal()
-        return batch
+        return chunks
 
     def map_delayed(self, calls: Iterable[Any], batch: CallBatch, chunksize: int | None = None) -> int:
         """Queue joblib-style ``(f, args, kwargs)`` calls as chunks of ``batch`` (not sealed); how many.

@@ -134,7 +134,8 @@ class CeleryExecutor(Executor):
         """
         end = time.monotonic() + timeout if timeout is not None else None
         if len(iterables) == 1:
-            batch = self._dispatcher.map_calls(fn, list(iterables[0]), chunksize=chunksize)
+            items = iterables[0] if isinstance(iterables[0], range) else list(iterables[0])  # a range as it is
+            batch = self._dispatcher.map_calls(fn, items, chunksize=chunksize)
         else:
             batch = self._dispatcher.map_calls(fn, list(zip(*iterables, strict=False)), star=True, chunksize=chunksize)
         return _results_in_order(self._dispatcher, batch, end)

@@ -133,7 +133,9 @@ class Pool:
         """``[func(x) for x in iterable]`` on the workers, asynchronously."""
         self._check_running()
         size = self._chunksize(chunksize)
-        batch = self._dispatcher.map_calls(func, list(iterable), chunksize=size)
+        # A range goes as it is: map_calls sends its chunks' bounds, with no list to build and compare.
+        items = iterable if isinstance(iterable, range) else list(iterable)
+        batch = self._dispatcher.map_calls(func, items, chunksize=size)
         return AsyncResult(batch.future(), False, callback, error_callback)
 
     def map(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None) -> list[Any]:
